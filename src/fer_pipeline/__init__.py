@@ -1,0 +1,3 @@
+"""fer_pipeline"""
+
+__version__ = "0.1"

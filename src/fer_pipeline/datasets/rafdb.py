@@ -1,0 +1,88 @@
+"""RAF-DB basic in its official release layout."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from fer_pipeline.datasets.base import SourceDataset
+from fer_pipeline.errors import InputDataError
+
+LABEL_FILE = "EmoLabel/list_patition_label.txt"
+ALIGNED_DIR = "Image/aligned"
+ALIGNED_ZIP = "Image/aligned.zip"
+NAME_SPLITS = {"train": "train", "test": "test"}
+
+
+def _aligned_name(name: str) -> str:
+    """``train_00001.jpg`` -> ``train_00001_aligned.jpg``."""
+    return f"{Path(name).stem}_aligned.jpg"
+
+
+class RafDbRelease(SourceDataset):
+    """RAF-DB basic: ``path`` is the ``basic/`` folder holding ``EmoLabel/`` and the
+    aligned images as ``Image/aligned/`` or ``Image/aligned.zip``.
+
+    The official split comes from the file name prefix (``train_`` / ``test_``).
+    Label column: ``label_orig`` (the release's code, 1-7).
+    """
+
+    source = "rafdb"
+
+    def _missing(self) -> list[str]:
+        missing = []
+        if not (self._path / LABEL_FILE).is_file():
+            missing.append(LABEL_FILE)
+        if not (self._path / ALIGNED_DIR).is_dir() and not (self._path / ALIGNED_ZIP).is_file():
+            missing.append(f"{ALIGNED_DIR}/ or {ALIGNED_ZIP}")
+        return missing
+
+    def _read(self) -> pd.DataFrame:
+        label_file = self._path / LABEL_FILE
+        rows = []
+        for number, line in enumerate(label_file.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            fields = line.split()
+            prefix = fields[0].split("_")[0]
+            if len(fields) != 2 or prefix not in NAME_SPLITS or not fields[1].lstrip("-").isdigit():
+                raise InputDataError(
+                    f"{label_file}: line {number}: expected '<train|test>_NNNNN.jpg <label>', "
+                    f"found {line!r}"
+                )
+            rows.append((number, fields[0], NAME_SPLITS[prefix], int(fields[1])))
+        if (self._path / ALIGNED_DIR).is_dir():
+            images = self._path / ALIGNED_DIR
+            where = ALIGNED_DIR
+            read = lambda member: (images / member).read_bytes()  # noqa: E731
+            present = {p.name for p in images.iterdir()}
+        else:
+            archive = zipfile.ZipFile(self._path / ALIGNED_ZIP)
+            where = ALIGNED_ZIP
+            members = {Path(m).name: m for m in archive.namelist() if not m.endswith("/")}
+            read = lambda member: archive.read(members[member])  # noqa: E731
+            present = set(members)
+        data = []
+        for number, name, _, _ in rows:
+            member = _aligned_name(name)
+            if member not in present:
+                raise InputDataError(
+                    f"{label_file}: line {number}: its image {member} is missing from {where}"
+                )
+            data.append(read(member))
+        return pd.DataFrame(
+            {
+                "source": self.source,
+                "source_id": [Path(name).stem for _, name, _, _ in rows],
+                "source_split": [split for _, _, split, _ in rows],
+                "origin": [
+                    f"{where}:{_aligned_name(name)} ({LABEL_FILE} line {number})"
+                    for number, name, _, _ in rows
+                ],
+                "image": data,
+                "skip_reason": None,
+                "label_orig": [label for _, _, _, label in rows],
+            }
+        )

@@ -1,0 +1,113 @@
+"""Decoding, encoding and hashing images; one decoder for the whole project."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+PHASH_SIZE = 32
+"""Side of the grayscale thumbnail a perceptual hash is computed from."""
+_CHUNK = 256
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded bytes to uint8 pixels: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB.
+
+    Raises ``ValueError`` for bytes that are not a complete image.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-1024:].tobytes():
+        raise ValueError("truncated JPEG (no end-of-image marker)")
+    pixels = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR)
+    if pixels is None:
+        raise ValueError("not a decodable image")
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return pixels
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encode grayscale or RGB pixels as a lossless PNG."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
+    """Encode grayscale or RGB pixels as a JPEG."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def to_gray(pixels: np.ndarray) -> np.ndarray:
+    """Grayscale view of grayscale or RGB pixels."""
+    return pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    """Hash of the decoded pixels and their shape; an RGB image with three equal
+    channels hashes like its grayscale version."""
+    if (
+        pixels.ndim == 3
+        and (pixels[..., 0] == pixels[..., 1]).all()
+        and (pixels[..., 0] == pixels[..., 2]).all()
+    ):
+        pixels = pixels[..., 0]
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+def phash_thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """The ``PHASH_SIZE`` square grayscale thumbnail that ``phashes`` reads."""
+    return cv2.resize(to_gray(pixels), (PHASH_SIZE, PHASH_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    m = np.cos(np.pi * (2 * np.arange(n)[None, :] + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m.astype(np.float32)
+
+
+def phashes(thumbnails: np.ndarray) -> np.ndarray:
+    """64-bit perceptual hashes (as int64) of ``(N, 32, 32)`` grayscale thumbnails:
+    the signs of the 8x8 lowest DCT frequencies against their median."""
+    d = _dct_matrix(PHASH_SIZE)
+    coeffs = d @ thumbnails.astype(np.float32) @ d.T
+    low = coeffs[:, :8, :8].reshape(len(thumbnails), 64)
+    bits = low > np.median(low[:, 1:], axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64).view(np.int64)
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, desc: str) -> list[R]:
+    """``[fn(x) for x in items]`` in chunks on a thread pool (OpenCV releases the GIL),
+    with a progress bar; exceptions propagate unchanged."""
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    out: list[R] = []
+    with (
+        ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool,
+        tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0) as bar,
+    ):
+        for done in pool.map(lambda chunk: [fn(x) for x in chunk], chunks):
+            out.extend(done)
+            bar.update(len(done))
+    return out

@@ -1,0 +1,115 @@
+"""Map each source's labels, or FER+ votes, onto the seven canonical classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_pipeline.errors import InputDataError
+from fer_pipeline.schema import CLASSES
+
+VOTE_PREFIX = "vote_"
+VOTE_POLICIES = ("majority", "plurality", "probability")
+LABELLED_COLUMNS = [
+    "source", "source_id", "source_split", "origin", "image", "pixel_hash", "phash",
+    "height", "width", "channels", "label", "label_name", "soft_label",
+]  # fmt: skip
+DROPPED_COLUMNS = ["source", "source_id", "source_split", "origin", "reason"]
+
+
+def _key(value: Any) -> str:
+    """A label as a map key: ``7``, ``7.0`` and ``"7"`` are the same label."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _check_labels(labels: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    label_map = {_key(k): v for k, v in labels["label_map"].items()}
+    drop = {_key(k): v for k, v in (labels.get("drop_labels") or {}).items()}
+    wrong = sorted({v for v in label_map.values() if v not in CLASSES})
+    if wrong:
+        raise ValueError(f"label_map targets {wrong} are not among the classes {list(CLASSES)}")
+    return label_map, drop
+
+
+def _vote_winners(votes: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Winning vote index per row, the policy's failure reason (or ``None``), and the
+    votes that count (after outlier removal where the policy does it)."""
+    if policy not in VOTE_POLICIES:
+        raise ValueError(f"vote_policy must be one of {VOTE_POLICIES}, got {policy!r}")
+    if policy == "plurality":
+        top = votes.max(axis=1, keepdims=True)
+        ok = (votes == top).sum(axis=1) == 1
+        return votes.argmax(axis=1), np.where(ok, None, "tie"), votes
+    # FER+ reference: a single vote is an outlier.
+    counted = np.where(votes <= 1, 0, votes)
+    if policy == "majority":
+        ok = counted.max(axis=1) > 0.5 * counted.sum(axis=1)
+        return counted.argmax(axis=1), np.where(ok, None, "no_majority"), counted
+    ok = counted.sum(axis=1) > 0
+    return counted.argmax(axis=1), np.where(ok, None, "no_votes"), counted
+
+
+def labelled_faces(
+    faces: pd.DataFrame, skipped: pd.DataFrame, labels: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Faces with a canonical ``label`` (class id), ``label_name`` and ``soft_label``
+    (the target as a distribution over the classes), and every dropped row with its
+    reason (the rows ingestion skipped included).
+
+    ``labels`` holds ``label_map`` (source label -> class), ``drop_labels`` (source
+    label -> drop reason) and, for sources with ``vote_<name>`` columns, ``vote_policy``:
+    ``majority``, ``plurality`` or ``probability`` (soft targets). A label found in
+    neither map is an error naming its origin.
+    """
+    label_map, drop_labels = _check_labels(labels)
+    vote_columns = [c for c in faces.columns if c.startswith(VOTE_PREFIX)]
+    n = len(faces)
+    soft = None
+    if vote_columns:
+        names = np.array([c.removeprefix(VOTE_PREFIX) for c in vote_columns])
+        unmapped = [v for v in names if v not in label_map and v not in drop_labels]
+        if unmapped:
+            raise InputDataError(
+                f"{faces['source'].iloc[0]}: vote column(s) {unmapped} have no label mapping"
+            )
+        votes = faces[vote_columns].to_numpy(dtype=np.int64)
+        top, reason, counted = _vote_winners(votes, labels.get("vote_policy", "majority"))
+        source_labels = names[top] if n else np.array([], dtype=str)
+        if labels.get("vote_policy") == "probability":
+            to_class = np.zeros((len(names), len(CLASSES)), dtype=np.float32)
+            for i, name in enumerate(names):
+                if name in label_map:
+                    to_class[i, CLASSES.index(label_map[name])] = 1
+            soft = counted @ to_class
+    else:
+        source_labels = faces["label_orig"].to_numpy(dtype=object) if n else np.array([])
+        reason = np.full(n, None, dtype=object)
+    keys = [_key(v) for v in source_labels]
+    unknown = [i for i, k in enumerate(keys) if k not in label_map and k not in drop_labels]
+    if unknown:
+        i = unknown[0]
+        raise InputDataError(
+            f"{faces['origin'].iloc[i]}: unknown label {source_labels[i]!r}; "
+            f"known labels: {', '.join(list(label_map) + list(drop_labels))}"
+        )
+    reason = np.array(
+        [r if r is not None else drop_labels.get(k) for r, k in zip(reason, keys)], dtype=object
+    )
+    keep = np.array([r is None for r in reason], dtype=bool)
+    label_names = [label_map[k] for k, kept in zip(keys, keep) if kept]
+    label_ids = np.array([CLASSES.index(name) for name in label_names], dtype=np.int64)
+    if soft is None:
+        soft = np.eye(len(CLASSES), dtype=np.float32)[label_ids]
+    else:
+        soft = soft[keep] / soft[keep].sum(axis=1, keepdims=True)
+    labelled = faces.loc[keep].assign(
+        label=label_ids, label_name=label_names, soft_label=list(soft.astype(np.float32))
+    )[LABELLED_COLUMNS]
+    dropped = faces.loc[~keep, DROPPED_COLUMNS[:-1]].assign(reason=reason[~keep])
+    return labelled.reset_index(drop=True), pd.concat(
+        [skipped[DROPPED_COLUMNS], dropped], ignore_index=True
+    )

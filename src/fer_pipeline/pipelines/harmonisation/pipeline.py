@@ -1,0 +1,24 @@
+"""Harmonisation: one namespace per source, each with its label map in parameters."""
+
+from kedro.pipeline import Pipeline, node
+
+from fer_pipeline.schema import SOURCES
+
+from .nodes import labelled_faces
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    template = Pipeline(
+        [
+            node(
+                labelled_faces,
+                inputs=["faces", "skipped", "params:labels"],
+                outputs=["labelled", "dropped"],
+                name="labelled_faces",
+            )
+        ]
+    )
+    return sum(
+        (Pipeline(template, namespace=source, tags=["harmonisation"]) for source in SOURCES),
+        Pipeline([]),
+    )

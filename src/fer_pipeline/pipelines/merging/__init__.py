@@ -1,0 +1,5 @@
+"""All sources' labelled faces -> one table, with the RAF-DB neutral augmentation."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

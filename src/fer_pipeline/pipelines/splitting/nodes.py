@@ -1,0 +1,155 @@
+"""Deduplicate across sources, hold out the official test sets, split off validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fer_pipeline.schema import CLASSES, SOURCES, SPLITS  # noqa: E402
+
+SPLIT_COLUMNS = [
+    "image", "label", "label_name", "soft_label", "source", "source_id", "source_split",
+    "pool", "origin", "pixel_hash", "phash", "height", "width", "channels",
+]  # fmt: skip
+_SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
+
+
+def _members(group: pd.DataFrame) -> list[dict[str, Any]]:
+    return group[["source", "source_id", "source_split", "label_name"]].to_dict("records")
+
+
+def _exact_duplicates(faces: pd.DataFrame, examples: int) -> tuple[pd.DataFrame, dict]:
+    """Remove repeated images (same ``pixel_hash``) before splitting. Official test
+    rows are never removed, so each test set stays as released; a train or val row
+    whose image is in a test set is removed; other repeats are kept once, val before
+    train, then by source order and id. Returns the kept rows and a summary."""
+    ranked = faces.assign(
+        _split=faces["source_split"].map(_SPLIT_RANK),
+        _source=faces["source"].map({s: i for i, s in enumerate(SOURCES)}),
+    ).sort_values(["pixel_hash", "_split", "_source", "source_id"])
+    is_test = ranked["source_split"] == "test"
+    in_test = ranked["pixel_hash"].isin(ranked.loc[is_test, "pixel_hash"])
+    removed = ~is_test & (in_test | ranked["pixel_hash"].duplicated(keep="first"))
+    repeated = ranked[ranked["pixel_hash"].duplicated(keep=False)]
+    groups = repeated.groupby("pixel_hash", sort=True)
+    spread = groups.agg(
+        sources=("source", "nunique"),
+        splits=("source_split", "nunique"),
+        labels=("label", "nunique"),
+    )
+    summary = {
+        "groups": len(spread),
+        "rows_removed": int(removed.sum()),
+        "test_repeats_kept": int(is_test.sum() - ranked.loc[is_test, "pixel_hash"].nunique()),
+        "groups_across_sources": int((spread["sources"] > 1).sum()),
+        "groups_across_official_splits": int((spread["splits"] > 1).sum()),
+        "groups_with_conflicting_labels": int((spread["labels"] > 1).sum()),
+        "examples": [_members(g) for _, g in list(groups)[:examples]],
+    }
+    return ranked[~removed].drop(columns=["_split", "_source"]), summary
+
+
+def _near_duplicates(faces: pd.DataFrame, split: np.ndarray, examples: int) -> dict:
+    """Groups of distinct images with the same perceptual hash, and how many of them
+    straddle the final splits (the examples are such groups: possible leaks)."""
+    repeated = faces.assign(split=split)[faces["phash"].duplicated(keep=False)]
+    groups = repeated.groupby("phash", sort=True)
+    across = groups["split"].nunique() > 1
+    return {
+        "groups": int(groups.ngroups),
+        "rows": len(repeated),
+        "groups_across_final_splits": int(across.sum()),
+        "examples": [_members(groups.get_group(key)) for key in across[across].index[:examples]],
+    }
+
+
+def _assign_splits(faces: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
+    """Official test -> test; official val -> val; pools without an official val give a
+    seeded, class-stratified ``val_fraction`` of their training rows; the rest train."""
+    split = faces["source_split"].to_numpy(dtype=object).copy()
+    pools_with_val = set(faces.loc[faces["source_split"] == "val", "pool"])
+    candidates = faces[(faces["source_split"] == "train") & ~faces["pool"].isin(pools_with_val)]
+    rng = np.random.default_rng(seed)
+    position = pd.Series(np.arange(len(faces)), index=faces.index)
+    for _, group in candidates.sort_values(["pool", "label", "source_id"]).groupby(
+        ["pool", "label"], sort=True
+    ):
+        take = round(val_fraction * len(group))
+        chosen = rng.choice(len(group), size=take, replace=False)
+        split[position[group.index[chosen]].to_numpy()] = "val"
+    return split
+
+
+def split_faces(
+    faces_all: pd.DataFrame, splitting: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Deduplicate ``faces_all`` by decoded pixels across all sources, then split it
+    into train, val and test (each sorted by source and id) with a summary of the
+    duplicates and near-duplicates found."""
+    examples = splitting["examples"]
+    faces, duplicates = _exact_duplicates(faces_all, examples)
+    faces = faces.sort_values(["source", "source_id"]).reset_index(drop=True)
+    split = _assign_splits(faces, splitting["val_fraction"], splitting["seed"])
+    summary = {
+        "val_fraction": splitting["val_fraction"],
+        "seed": splitting["seed"],
+        "duplicates": duplicates,
+        "near_duplicates": _near_duplicates(faces, split, examples),
+    }
+    parts = [faces.loc[split == name, SPLIT_COLUMNS].reset_index(drop=True) for name in SPLITS]
+    return *parts, summary
+
+
+def _counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    table = pd.crosstab(frame["source"], frame["label_name"]).reindex(columns=CLASSES, fill_value=0)
+    return {source: {c: int(n) for c, n in row.items()} for source, row in table.iterrows()}
+
+
+def data_report(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    merge_summary: dict[str, Any],
+    split_summary: dict[str, Any],
+    *dropped: pd.DataFrame,
+) -> tuple[dict[str, Any], plt.Figure]:
+    """Counts per split x source x class, drops by source and reason, the merge and
+    split summaries, and a bar chart of the counts."""
+    splits = dict(zip(SPLITS, (train, val, test)))
+    drops = pd.concat(dropped, ignore_index=True)
+    report = {
+        "classes": list(CLASSES),
+        "sizes": {name: len(frame) for name, frame in splits.items()},
+        "counts": {name: _counts(frame) for name, frame in splits.items()},
+        "train_pools": _counts(train.assign(source=train["pool"])),
+        "dropped": {
+            source: {r: int(n) for r, n in group["reason"].value_counts().sort_index().items()}
+            for source, group in drops.groupby("source", sort=True)
+        },
+        **merge_summary,
+        **split_summary,
+    }
+    return report, _counts_figure(report)
+
+
+def _counts_figure(report: dict[str, Any]) -> plt.Figure:
+    fig, axes = plt.subplots(1, len(SPLITS), figsize=(5 * len(SPLITS), 4), sharey=False)
+    x = np.arange(len(CLASSES))
+    for ax, name in zip(axes, SPLITS):
+        bottom = np.zeros(len(CLASSES))
+        for source, counts in report["counts"][name].items():
+            heights = np.array([counts[c] for c in CLASSES])
+            ax.bar(x, heights, bottom=bottom, label=source)
+            bottom += heights
+        ax.set_title(f"{name} ({report['sizes'][name]:,} images)")
+        ax.set_xticks(x, CLASSES, rotation=45, ha="right")
+        ax.legend()
+    axes[0].set_ylabel("images")
+    fig.tight_layout()
+    return fig
