@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,17 @@ def _line(row: int) -> int:
     return row + 2
 
 
+def _find_line(path: Path, text: str) -> int | str:
+    """The 1-based number of the first line of ``path`` equal to ``text`` (a slow scan
+    for error messages only; the multithreaded CSV reader does not count lines)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.rstrip("\r\n") == text.rstrip("\r\n"):
+                return number
+    return "?"
+
+
 def _read_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``emotion``, ``Usage`` and ``(N, 48, 48)`` uint8 pixels of ``fer2013.csv[.gz]``."""
     invalid: list[Any] = []
@@ -50,10 +62,9 @@ def _read_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise InputDataError(f"{path}: not a readable CSV file: {exc}") from exc
     if invalid:
         row = invalid[0]
-        where = f"line {row.number}" if row.number else "a line"
         raise InputDataError(
-            f"{path}: {where} has {row.actual_columns} fields, expected "
-            f"{row.expected_columns} ({row.text[:40]!r}...); is the file truncated?"
+            f"{path}: line {row.number or _find_line(path, row.text)} has {row.actual_columns} "
+            f"fields, expected {row.expected_columns} ({row.text[:40]!r}...); is it truncated?"
         )
     missing = [c for c in FER2013_COLUMNS if c not in table.column_names]
     if missing:

@@ -1,0 +1,136 @@
+"""Shared fixtures: the real data in ../shared/data, small subsets of it in the release
+layouts, and throwaway copies of this Kedro project to run pipelines in."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One MLflow database for the whole session: created (and migrated) once.
+os.environ.setdefault(
+    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='fer-mlflow-')}/mlflow.db"
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real FER+ and RAF-DB releases."""
+    if not (SHARED_DATA / "ferplus" / "fer2013new.csv").is_file():
+        pytest.fail(f"The real data is expected at {SHARED_DATA} (see README, Data)")
+    return SHARED_DATA
+
+
+def write_ferplus_subset(shared: Path, target: Path, rows: int) -> Path:
+    """The first ``rows`` rows of both FER+ files, in the release layout."""
+    target.mkdir(parents=True, exist_ok=True)
+    with gzip.open(shared / "ferplus" / "fer2013.csv.gz", "rt") as src:
+        lines = [next(src) for _ in range(rows + 1)]
+    (target / "fer2013.csv").write_text("".join(lines))
+    with open(shared / "ferplus" / "fer2013new.csv") as src:
+        lines = [next(src) for _ in range(rows + 1)]
+    (target / "fer2013new.csv").write_text("".join(lines))
+    return target
+
+
+def write_rafdb_subset(shared: Path, target: Path, per_split: int) -> Path:
+    """The first ``per_split`` train and test images of RAF-DB, in the release layout
+    (``basic/EmoLabel`` and ``basic/Image/aligned.zip``)."""
+    basic = target / "basic"
+    (basic / "EmoLabel").mkdir(parents=True, exist_ok=True)
+    (basic / "Image").mkdir(parents=True, exist_ok=True)
+    labels = (shared / "rafdb/basic/EmoLabel/list_patition_label.txt").read_text().splitlines()
+    chosen = [line for line in labels if line.startswith("train_")][:per_split]
+    chosen += [line for line in labels if line.startswith("test_")][:per_split]
+    (basic / "EmoLabel/list_patition_label.txt").write_text("\n".join(chosen) + "\n")
+    with (
+        zipfile.ZipFile(shared / "rafdb/basic/Image/aligned.zip") as src,
+        zipfile.ZipFile(basic / "Image/aligned.zip", "w") as dst,
+    ):
+        for line in chosen:
+            member = f"aligned/{line.split()[0].removesuffix('.jpg')}_aligned.jpg"
+            dst.writestr(member, src.read(member))
+    return basic
+
+
+@pytest.fixture
+def small_raw(shared_data: Path, tmp_path: Path) -> Path:
+    """A raw-data root with 300 FER+ rows and 40 + 40 RAF-DB images."""
+    root = tmp_path / "raw"
+    write_ferplus_subset(shared_data, root / "ferplus", rows=300)
+    write_rafdb_subset(shared_data, root / "rafdb", per_split=40)
+    return root
+
+
+def make_project(
+    root: Path, raw_data: Path, parameters: dict | None = None, catalog: dict | None = None
+) -> Path:
+    """A copy of this project's configuration in ``root`` reading ``raw_data``;
+    ``parameters`` and ``catalog`` go to ``conf/local/``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT / name, root / name)
+    shutil.copytree(PROJECT / "conf", root / "conf", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("local"))  # fmt: skip
+    (root / "src").mkdir(exist_ok=True)  # the package itself is installed
+    local = root / "conf" / "local"
+    local.mkdir(exist_ok=True)
+    (local / "globals.yml").write_text(yaml.safe_dump({"raw_data": str(raw_data)}))
+    for name, content in (("parameters", parameters), ("catalog", catalog)):
+        if content:
+            (local / f"{name}.yml").write_text(yaml.safe_dump(content))
+    return root
+
+
+Runner = Callable[..., dict]
+
+
+@pytest.fixture
+def kedro_run(monkeypatch: pytest.MonkeyPatch) -> Runner:
+    """Run named pipelines of a project made by ``make_project``."""
+
+    def run(project: Path, *pipelines: str, env: str | None = None) -> dict:
+        monkeypatch.chdir(project)
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env=env) as session:
+            return session.run(pipeline_names=list(pipelines))
+
+    return run
+
+
+@contextmanager
+def raises_in_chain(kind: type[BaseException], match: str = ""):
+    """Like ``pytest.raises``, but also accepts ``kind`` as the cause of another error
+    (Kedro wraps errors raised while loading a dataset in ``DatasetError``)."""
+    with pytest.raises(Exception) as caught:
+        yield caught
+    error: BaseException | None = caught.value
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__
+    assert error is not None, f"{kind.__name__} not raised: {caught.value!r}"
+    assert re.search(match, str(error)), f"{match!r} not in {error}"
+    caught.error = error
+
+
+def catalog_of(project: Path, env: str | None = None):
+    """The project's data catalog, to load what a run wrote."""
+    bootstrap_project(project)
+    session = KedroSession.create(project_path=project, env=env)
+    return session.load_context().catalog

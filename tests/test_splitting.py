@@ -1,0 +1,79 @@
+"""Deduplication priority, stratified validation and determinism on synthetic tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fer_pipeline.pipelines.merging.nodes import merged_faces
+from fer_pipeline.pipelines.splitting.nodes import split_faces
+
+SPLITTING = {"val_fraction": 0.1, "seed": 7, "examples": 3}
+
+
+def _faces(rows: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
+    """Rows of (source, source_id, source_split, label, pixel_hash)."""
+    table = pd.DataFrame(
+        rows, columns=["source", "source_id", "source_split", "label", "pixel_hash"]
+    )
+    n = len(table)
+    return table.assign(
+        image=[f"img{i}".encode() for i in range(n)], label_name=table["label"].astype(str),
+        soft_label=[np.eye(7, dtype=np.float32)[k] for k in table["label"]], pool=table["source"],
+        origin="o", phash=np.arange(n), height=1, width=1, channels=1,
+    )  # fmt: skip
+
+
+def test_duplicates_keep_test_copies_then_val_then_train():
+    faces = _faces(
+        [
+            ("rafdb", "a", "train", 1, "h1"),  # twin of a FER+ test image: removed
+            ("ferplus", "b", "test", 1, "h1"),
+            ("ferplus", "c", "train", 2, "h2"),  # twin of a val image: removed
+            ("ferplus", "d", "val", 2, "h2"),
+            ("rafdb", "e", "test", 3, "h3"),  # repeats inside a test set: kept
+            ("rafdb", "f", "test", 3, "h3"),
+            ("rafdb", "g", "train", 4, "h4"),  # train repeats: kept once
+            ("rafdb", "h", "train", 4, "h4"),
+        ]
+    )
+    train, val, test, summary = split_faces(faces, {**SPLITTING, "val_fraction": 0.0})
+    assert sorted(test["source_id"]) == ["b", "e", "f"]
+    assert val["source_id"].tolist() == ["d"]
+    assert train["source_id"].tolist() == ["g"]
+    assert summary["duplicates"]["rows_removed"] == 3
+    assert summary["duplicates"]["test_repeats_kept"] == 1
+    assert summary["duplicates"]["groups_across_sources"] == 1
+
+
+def test_validation_is_stratified_seeded_and_only_from_pools_without_val():
+    rows = [("ferplus", f"f{i}", "val" if i < 5 else "train", i % 2, f"f{i}") for i in range(50)]
+    rows += [("rafdb", f"r{i:03d}", "train", i % 3, f"r{i}") for i in range(300)]
+    faces = _faces(rows)
+    train, val, _, _ = split_faces(faces, SPLITTING)
+    assert set(val.query("source == 'ferplus'")["source_id"]) == {f"f{i}" for i in range(5)}
+    assert val.query("source == 'rafdb'")["label"].value_counts().to_dict() == {0: 10, 1: 10, 2: 10}
+    again = split_faces(faces.sample(frac=1, random_state=1), SPLITTING)
+    pd.testing.assert_frame_equal(val, again[1])
+    other = split_faces(faces, {**SPLITTING, "seed": 8})
+    assert set(other[1]["source_id"]) != set(val["source_id"])
+
+
+def test_augmentation_moves_donor_images_once_to_the_target():
+    donor = _faces([("ferplus", f"f{i:02d}", "train", 4, f"f{i}") for i in range(20)]).assign(
+        label_name="neutral"
+    )
+    recipient = _faces(
+        [("rafdb", f"r{i}", "train", 3, f"r{i}") for i in range(8)]
+        + [("rafdb", f"n{i}", "train", 4, f"n{i}") for i in range(3)]
+    ).assign(label_name=["happiness"] * 8 + ["neutral"] * 3)
+    augmentation = {"donor": "ferplus", "recipient": "rafdb", "label": "neutral",
+                    "target": "largest_class", "seed": 1}  # fmt: skip
+    faces, summary = merged_faces(augmentation, donor, recipient, donor.iloc[:0])
+    assert summary["augmentation"]["added"] == 5
+    assert summary["sources_used"] == ["ferplus", "rafdb"]
+    assert (faces.query("pool == 'rafdb'")["label_name"] == "neutral").sum() == 8
+    again, _ = merged_faces(augmentation, donor, recipient)
+    assert again["pool"].tolist() == faces["pool"].tolist()
+    off, summary = merged_faces({**augmentation, "target": 0}, donor, recipient)
+    assert summary["augmentation"]["added"] == 0 and (off["pool"] == off["source"]).all()
