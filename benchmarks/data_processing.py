@@ -41,8 +41,10 @@ def main() -> None:
         if result.returncode:
             sys.exit(f"kedro run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    print(f"data_processing on {args.raw_data}: wall {wall:.1f} s, peak memory {peak_gb:.2f} GB "
-          f"on {os.cpu_count()} cores (targets: <= 60 s, <= 4 GB)")  # fmt: skip
+    print(
+        f"data_processing on {args.raw_data}: wall {wall:.1f} s, peak memory {peak_gb:.2f} GB "
+        f"on {os.cpu_count()} cores (targets: <= 60 s, <= 4 GB)"
+    )
 
 
 if __name__ == "__main__":

@@ -80,17 +80,23 @@ def small_raw(shared_data: Path, tmp_path: Path) -> Path:
 
 
 def make_project(
-    root: Path, raw_data: Path, parameters: dict | None = None, catalog: dict | None = None
+    root: Path,
+    raw_data: Path,
+    parameters: dict | None = None,
+    catalog: dict | None = None,
+    env: str = "local",
 ) -> Path:
     """A copy of this project's configuration in ``root`` reading ``raw_data``;
-    ``parameters`` and ``catalog`` go to ``conf/local/``."""
+    ``parameters`` and ``catalog`` go to ``conf/<env>/``."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "conf", root / "conf", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("local"))  # fmt: skip
+    shutil.copytree(
+        PROJECT / "conf", root / "conf", dirs_exist_ok=True, ignore=shutil.ignore_patterns("local")
+    )
     (root / "src").mkdir(exist_ok=True)  # the package itself is installed
-    local = root / "conf" / "local"
+    (root / "conf" / "local").mkdir(exist_ok=True)  # Kedro's default environment
+    local = root / "conf" / env
     local.mkdir(exist_ok=True)
     (local / "globals.yml").write_text(yaml.safe_dump({"raw_data": str(raw_data)}))
     for name, content in (("parameters", parameters), ("catalog", catalog)):

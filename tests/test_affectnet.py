@@ -44,8 +44,17 @@ def write_affectnet_release(root: Path, faces: list[bytes], codes: dict[str, lis
             landmarks = ";".join(str(v) for v in range(136))
             rows.append((relative, x, y, w, h, landmarks, code, 0.1, -0.2))
             k += 1
-        columns = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
-                   "facial_landmarks", "expression", "valence", "arousal"]  # fmt: skip
+        columns = [
+            "subDirectory_filePath",
+            "face_x",
+            "face_y",
+            "face_width",
+            "face_height",
+            "facial_landmarks",
+            "expression",
+            "valence",
+            "arousal",
+        ]
         pd.DataFrame(rows, columns=columns).to_csv(root / csv, index=False)
     return root
 
@@ -84,8 +93,9 @@ def test_official_layout_is_cropped_to_the_face_box(shared_data, tmp_path):
 
 
 def test_official_layout_errors(shared_data, tmp_path):
-    root = write_affectnet_release(tmp_path / "a", _faces(shared_data, 2), {
-        "training.csv": [0, 1], "validation.csv": [2]})  # fmt: skip
+    root = write_affectnet_release(
+        tmp_path / "a", _faces(shared_data, 2), {"training.csv": [0, 1], "validation.csv": [2]}
+    )
     (root / "Manually_Annotated_Images/2/0001_face.jpg").write_bytes(b"garbage")
     with raises_in_chain(InputDataError, r"training\.csv line 3: image .*0001_face\.jpg"):
         AffectNetRelease(str(root)).load()
@@ -104,17 +114,23 @@ def test_hugging_face_form_through_the_pipeline(shared_data, small_raw, tmp_path
     hf = write_hf_parquet(
         tmp_path / "affectnet_hf",
         {
-            "train": [(faces[0], "happy"), (faces[1], "sad"), (faces[2], "contempt"),
-                      (rafdb_test_face, "neutral")],  # a twin of a RAF-DB test image
+            "train": [
+                (faces[0], "happy"),
+                (faces[1], "sad"),
+                (faces[2], "contempt"),
+                (rafdb_test_face, "neutral"),
+            ],  # a twin of a RAF-DB test image
             "validation": [(faces[3], "anger"), (faces[4], "surprise")],
         },
-    )  # fmt: skip
+    )
     catalog = {
         "affectnet.release": {
-            "type": "fer_pipeline.datasets.HuggingFaceFaces", "path": str(hf),
-            "source": "affectnet", "splits": {"train": "train", "validation": "test"},
+            "type": "fer_pipeline.datasets.HuggingFaceFaces",
+            "path": str(hf),
+            "source": "affectnet",
+            "splits": {"train": "train", "validation": "test"},
         }
-    }  # fmt: skip
+    }
     project = make_project(tmp_path / "project", small_raw, catalog=catalog)
     kedro_run(project, "data_processing")
     data = catalog_of(project)

@@ -12,11 +12,25 @@ from conftest import catalog_of, make_project
 from fer_pipeline.schema import CLASSES, SPLITS
 
 RAFDB_OFFICIAL = {  # ../shared/data/README.md
-    "train": {"surprise": 1290, "fear": 281, "disgust": 717, "happiness": 4772,
-              "sadness": 1982, "anger": 705, "neutral": 2524},
-    "test": {"surprise": 329, "fear": 74, "disgust": 160, "happiness": 1185,
-             "sadness": 478, "anger": 162, "neutral": 680},
-}  # fmt: skip
+    "train": {
+        "surprise": 1290,
+        "fear": 281,
+        "disgust": 717,
+        "happiness": 4772,
+        "sadness": 1982,
+        "anger": 705,
+        "neutral": 2524,
+    },
+    "test": {
+        "surprise": 329,
+        "fear": 74,
+        "disgust": 160,
+        "happiness": 1185,
+        "sadness": 478,
+        "anger": 162,
+        "neutral": 680,
+    },
+}
 FERPLUS_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"]
 

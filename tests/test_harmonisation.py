@@ -12,8 +12,18 @@ from fer_pipeline.errors import InputDataError
 from fer_pipeline.pipelines.harmonisation.nodes import labelled_faces
 from fer_pipeline.schema import CLASSES
 
-VOTES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-         "contempt", "unknown", "NF"]  # fmt: skip
+VOTES = [
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+]
 PARAMS = yaml.safe_load((PROJECT / "conf/base/parameters_harmonisation.yml").read_text())
 
 
@@ -31,7 +41,7 @@ def _faces(votes: list[list[int]] | None = None, labels: list | None = None) -> 
             "height": 48,
             "width": 48,
             "channels": 1,
-        }  # fmt: skip
+        }
     )
     if votes is not None:
         for j, name in enumerate(VOTES):
@@ -61,13 +71,14 @@ def _run(policy: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_majority_policy():
     labelled, dropped = _run("majority")
-    assert dict(zip(labelled["source_id"], labelled["label_name"])) == {
-        "0": "neutral", "6": "fear"
-    }  # fmt: skip
+    assert dict(zip(labelled["source_id"], labelled["label_name"])) == {"0": "neutral", "6": "fear"}
     assert dict(zip(dropped["source_id"], dropped["reason"])) == {
-        "1": "no_majority", "2": "no_majority", "3": "contempt",
-        "4": "no_majority", "5": "no_majority",
-    }  # fmt: skip
+        "1": "no_majority",
+        "2": "no_majority",
+        "3": "contempt",
+        "4": "no_majority",
+        "5": "no_majority",
+    }
     assert np.stack(labelled["soft_label"]).tolist() == [
         np.eye(7)[CLASSES.index("neutral")].tolist(),
         np.eye(7)[CLASSES.index("fear")].tolist(),
@@ -77,20 +88,23 @@ def test_majority_policy():
 def test_plurality_policy():
     labelled, dropped = _run("plurality")
     assert dict(zip(labelled["source_id"], labelled["label_name"])) == {
-        "0": "neutral", "2": "neutral", "5": "fear", "6": "fear"
-    }  # fmt: skip
+        "0": "neutral",
+        "2": "neutral",
+        "5": "fear",
+        "6": "fear",
+    }
     assert dict(zip(dropped["source_id"], dropped["reason"])) == {
-        "1": "tie", "3": "contempt", "4": "tie"
-    }  # fmt: skip
+        "1": "tie",
+        "3": "contempt",
+        "4": "tie",
+    }
 
 
 def test_probability_policy_keeps_the_vote_distribution():
     labelled, dropped = _run("probability")
     soft = dict(zip(labelled["source_id"], labelled["soft_label"]))
     assert set(soft) == {"0", "1", "2", "5", "6"}
-    assert dict(zip(dropped["source_id"], dropped["reason"])) == {
-        "3": "contempt", "4": "no_votes"
-    }  # fmt: skip
+    assert dict(zip(dropped["source_id"], dropped["reason"])) == {"3": "contempt", "4": "no_votes"}
     for target in soft.values():
         assert target.sum() == pytest.approx(1.0)
     # case 1: neutral 4, happiness 4 -> 0.5 / 0.5; case 5: surprise 2, fear 5 (NF 3 is
@@ -118,8 +132,13 @@ def test_label_map_must_target_the_classes():
 
 def test_skipped_rows_are_counted_as_dropped():
     skipped = pd.DataFrame(
-        {"source": ["s"], "source_id": ["9"], "source_split": ["train"],
-         "origin": ["x line 11"], "reason": ["no_image_name"]}
-    )  # fmt: skip
+        {
+            "source": ["s"],
+            "source_id": ["9"],
+            "source_split": ["train"],
+            "origin": ["x line 11"],
+            "reason": ["no_image_name"],
+        }
+    )
     _, dropped = labelled_faces(_faces(labels=[1]), skipped, PARAMS["rafdb"]["labels"])
     assert dropped["reason"].tolist() == ["no_image_name"]

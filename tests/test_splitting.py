@@ -18,10 +18,16 @@ def _faces(rows: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
     )
     n = len(table)
     return table.assign(
-        image=[f"img{i}".encode() for i in range(n)], label_name=table["label"].astype(str),
-        soft_label=[np.eye(7, dtype=np.float32)[k] for k in table["label"]], pool=table["source"],
-        origin="o", phash=np.arange(n), height=1, width=1, channels=1,
-    )  # fmt: skip
+        image=[f"img{i}".encode() for i in range(n)],
+        label_name=table["label"].astype(str),
+        soft_label=[np.eye(7, dtype=np.float32)[k] for k in table["label"]],
+        pool=table["source"],
+        origin="o",
+        phash=np.arange(n),
+        height=1,
+        width=1,
+        channels=1,
+    )
 
 
 def test_duplicates_keep_test_copies_then_val_then_train():
@@ -67,8 +73,13 @@ def test_augmentation_moves_donor_images_once_to_the_target():
         [("rafdb", f"r{i}", "train", 3, f"r{i}") for i in range(8)]
         + [("rafdb", f"n{i}", "train", 4, f"n{i}") for i in range(3)]
     ).assign(label_name=["happiness"] * 8 + ["neutral"] * 3)
-    augmentation = {"donor": "ferplus", "recipient": "rafdb", "label": "neutral",
-                    "target": "largest_class", "seed": 1}  # fmt: skip
+    augmentation = {
+        "donor": "ferplus",
+        "recipient": "rafdb",
+        "label": "neutral",
+        "target": "largest_class",
+        "seed": 1,
+    }
     faces, summary = merged_faces(augmentation, donor, recipient, donor.iloc[:0])
     assert summary["augmentation"]["added"] == 5
     assert summary["sources_used"] == ["ferplus", "rafdb"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-DEFAULT = ("data_processing",)
+DEFAULT = ("data_processing", "training", "evaluation")
 """The pipelines ``__default__`` chains."""
 
 

@@ -13,8 +13,13 @@ from fer_pipeline.images import decode_image, encode_jpeg, parallel_map
 
 CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 REQUIRED_COLUMNS = (
-    "subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression",
-)  # fmt: skip
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "expression",
+)
 
 
 class AffectNetRelease(SourceDataset):

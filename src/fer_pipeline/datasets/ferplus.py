@@ -18,9 +18,17 @@ from fer_pipeline.images import encode_png, parallel_map
 
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 VOTE_NAMES = (
-    "neutral", "happiness", "surprise", "sadness", "anger",
-    "disgust", "fear", "contempt", "unknown", "NF",
-)  # fmt: skip
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
 FERPLUS_COLUMNS = ("Usage", "Image name", *VOTE_NAMES)
 USAGE_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 SIDE = 48

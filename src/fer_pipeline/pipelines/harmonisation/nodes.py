@@ -13,9 +13,20 @@ from fer_pipeline.schema import CLASSES
 VOTE_PREFIX = "vote_"
 VOTE_POLICIES = ("majority", "plurality", "probability")
 LABELLED_COLUMNS = [
-    "source", "source_id", "source_split", "origin", "image", "pixel_hash", "phash",
-    "height", "width", "channels", "label", "label_name", "soft_label",
-]  # fmt: skip
+    "source",
+    "source_id",
+    "source_split",
+    "origin",
+    "image",
+    "pixel_hash",
+    "phash",
+    "height",
+    "width",
+    "channels",
+    "label",
+    "label_name",
+    "soft_label",
+]
 DROPPED_COLUMNS = ["source", "source_id", "source_split", "origin", "reason"]
 
 

@@ -41,8 +41,15 @@ def _augment_pool(faces: pd.DataFrame, augmentation: dict[str, Any]) -> dict[str
     rng = np.random.default_rng(augmentation["seed"])
     chosen = candidates.index[np.sort(rng.choice(len(candidates), size=wanted, replace=False))]
     faces.loc[chosen, "pool"] = recipient
-    logger.info("Moved %d %s %s images into the %s pool (%d -> %d)",
-                wanted, donor, label, recipient, before, before + wanted)  # fmt: skip
+    logger.info(
+        "Moved %d %s %s images into the %s pool (%d -> %d)",
+        wanted,
+        donor,
+        label,
+        recipient,
+        before,
+        before + wanted,
+    )
     return {**summary, "target": target, "before": before, "added": wanted}
 
 
@@ -63,6 +70,9 @@ def merged_faces(
         "sources_empty": [s for s in SOURCES if s not in names],
         "augmentation": _augment_pool(faces, augmentation),
     }
-    logger.info("Sources used: %s; empty or absent: %s",
-                ", ".join(names), ", ".join(summary["sources_empty"]) or "none")  # fmt: skip
+    logger.info(
+        "Sources used: %s; empty or absent: %s",
+        ", ".join(names),
+        ", ".join(summary["sources_empty"]) or "none",
+    )
     return faces, summary

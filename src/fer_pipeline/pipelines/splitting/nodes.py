@@ -14,9 +14,21 @@ import pandas as pd  # noqa: E402
 from fer_pipeline.schema import CLASSES, SOURCES, SPLITS  # noqa: E402
 
 SPLIT_COLUMNS = [
-    "image", "label", "label_name", "soft_label", "source", "source_id", "source_split",
-    "pool", "origin", "pixel_hash", "phash", "height", "width", "channels",
-]  # fmt: skip
+    "image",
+    "label",
+    "label_name",
+    "soft_label",
+    "source",
+    "source_id",
+    "source_split",
+    "pool",
+    "origin",
+    "pixel_hash",
+    "phash",
+    "height",
+    "width",
+    "channels",
+]
 _SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 
 

@@ -25,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "merge_summary",
                     "split_summary",
                     *(f"{s}.dropped" for s in SOURCES),
-                ],  # fmt: skip
+                ],
                 outputs=["data_report", "data_report_plot"],
                 name="data_report",
             ),

@@ -1,0 +1,1 @@
+"""Model, training and evaluation code: torch and timm only, importable without Kedro."""

@@ -1,0 +1,100 @@
+"""Batched augmentation on the tensors' own device: flips, affine, Mixup/CutMix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> normalised float32, channels-last."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+class BatchAugment:
+    """Random horizontal flip, rotation, scale and translation of a whole uint8 batch in
+    one ``grid_sample``, then normalisation."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        hflip: float = 0.5,
+        rotation: float = 10.0,
+        scale: Sequence[float] = (1.0, 1.0),
+        translate: float = 0.0,
+    ):
+        self.mean, self.std = mean, std
+        self.hflip, self.rotation, self.scale, self.translate = hflip, rotation, scale, translate
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = images.float() / 255.0
+        n, device = x.shape[0], x.device
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+        angle = uniform(-1, 1) * math.radians(self.rotation)
+        zoom = uniform(*self.scale)
+        flip = torch.where(uniform(0, 1) < self.hflip, -1.0, 1.0)
+        shift = [uniform(-2 * self.translate, 2 * self.translate) for _ in range(2)]
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [
+                torch.stack([cos * flip, -sin, shift[0]], dim=1),
+                torch.stack([sin * flip, cos, shift[1]], dim=1),
+            ],
+            dim=1,
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return normalise(x, self.mean, self.std)
+
+
+class TargetMixer:
+    """Label smoothing, then timm's batch Mixup/CutMix on images and (soft) targets.
+
+    timm's ``Mixup`` one-hot encodes integer labels; here its image mixing is used with
+    targets that may already be distributions (the FER+ ``probability`` policy).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        prob: float = 0.0,
+        switch_prob: float = 0.5,
+        smoothing: float = 0.0,
+    ):
+        self.num_classes, self.smoothing = num_classes, smoothing
+        active = prob > 0 and (mixup_alpha > 0 or cutmix_alpha > 0)
+        self.mixup = (
+            Mixup(
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                prob=prob,
+                switch_prob=switch_prob,
+                mode="batch",
+                num_classes=num_classes,
+            )
+            if active
+            else None
+        )
+
+    def __call__(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix ``x`` in place; return it with the mixed targets (rows sum to 1)."""
+        targets = targets * (1 - self.smoothing) + self.smoothing / self.num_classes
+        if self.mixup is not None:
+            lam = self.mixup._mix_batch(x)  # mixes x in place, returns the target weight
+            targets = targets * lam + targets.flip(0) * (1 - lam)
+        return x, targets

@@ -1,0 +1,31 @@
+"""Encoded images -> one uint8 tensor at the model's resolution, decoded once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from fer_pipeline.images import decode_image, parallel_map
+
+
+def _resized_rgb(data: bytes, size: int) -> np.ndarray:
+    pixels = decode_image(data)
+    if pixels.ndim == 2:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    h, w = pixels.shape[:2]
+    interpolation = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_CUBIC
+    return cv2.resize(pixels, (size, size), interpolation=interpolation)
+
+
+def images_to_tensor(images: Sequence[bytes], size: int, desc: str = "decode") -> torch.Tensor:
+    """``(N, 3, size, size)`` uint8 RGB in channels-last memory; grayscale is replicated."""
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+
+    def fill(i: int) -> None:
+        out[i] = _resized_rgb(images[i], size)
+
+    parallel_map(fill, range(len(images)), desc=desc)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)

@@ -1,0 +1,76 @@
+"""Thin wrappers of ``fer_pipeline.modelling`` for the evaluation pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from fer_pipeline.modelling.evaluate import confusion_figure, predict_proba, reliability_figure
+from fer_pipeline.modelling.metrics import calibration, classification_report
+from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.modelling.tensors import images_to_tensor
+from fer_pipeline.schema import CLASSES
+
+SUMMARY = ("accuracy", "macro_f1", "ece")
+
+
+def evaluate_model(
+    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, evaluation: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], plt.Figure, plt.Figure, pd.DataFrame]:
+    """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source and ECE on
+    val and test, plain and (when ``tta`` is on) with test-time augmentation; returns
+    the report, its headline figures for MLflow, the confusion matrices, the
+    reliability diagrams and the per-image test predictions."""
+    tta_views = evaluation["tta_views"] if evaluation["tta"] else None
+    report: dict[str, Any] = {"model": model.spec}
+    calibrations, matrices = {}, {}
+    predictions = None
+    for name, frame in (("val", val), ("test", test)):
+        images = images_to_tensor(
+            list(frame["image"]), model.spec["image_size"], desc=f"decode {name}"
+        )
+        plain, tta = predict_proba(
+            model,
+            images,
+            device=evaluation["device"],
+            precision=evaluation["precision"],
+            batch_size=evaluation["batch_size"],
+            tta_views=tta_views,
+            tta_augment=evaluation["tta_augment"],
+            seed=evaluation["seed"],
+        )
+        labels = frame["label"].to_numpy()
+        report[name] = {"plain": classification_report(labels, plain, CLASSES, frame["source"])}
+        if tta is not None:
+            report[name]["tta"] = classification_report(labels, tta, CLASSES, frame["source"])
+        calibrations[name] = calibration(labels, plain)
+        matrices[name] = report[name]["plain"]["confusion_matrix"]
+        if name == "test":
+            best = tta if tta is not None else plain
+            predictions = frame[["source", "source_id", "label"]].assign(
+                predicted=best.argmax(1), **{f"p_{c}": best[:, i] for i, c in enumerate(CLASSES)}
+            )
+    return (
+        report,
+        _headline_metrics(report),
+        confusion_figure(matrices, CLASSES),
+        reliability_figure(calibrations),
+        predictions,
+    )
+
+
+def _headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{split[_tta]_metric: {value, step}}`` and accuracy per source, for MLflow."""
+    metrics = {}
+    for split in ("val", "test"):
+        for kind, scores in report[split].items():
+            prefix = split if kind == "plain" else f"{split}_tta"
+            for metric in SUMMARY:
+                if not np.isnan(scores[metric]):
+                    metrics[f"{prefix}_{metric}"] = {"value": scores[metric], "step": 0}
+            for source, accuracy in scores["accuracy_per_source"].items():
+                metrics[f"{prefix}_accuracy_{source}"] = {"value": accuracy, "step": 0}
+    return metrics

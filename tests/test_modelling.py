@@ -1,0 +1,169 @@
+"""Schedule, augmentations, metrics, model bundles and pretrained weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from fer_pipeline.datasets import ModelBundleDataset
+from fer_pipeline.modelling.augment import BatchAugment, TargetMixer, normalise
+from fer_pipeline.modelling.metrics import calibration, classification_report, macro_f1, per_class
+from fer_pipeline.modelling.models import ModelBundle, build_model
+from fer_pipeline.modelling.schedule import lr_at
+from fer_pipeline.modelling.train import TrainConfig
+
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+def test_warmup_spans_epochs_then_cosine_decays():
+    kwargs = {"steps_per_epoch": 100, "epochs": 10, "warmup_epochs": 2, "lr": 1e-3, "min_lr": 1e-5}
+    lrs = [lr_at(step, **kwargs) for step in range(1000)]
+    assert lrs[0] == pytest.approx(1e-3 / 200)
+    assert lrs[99] == pytest.approx(1e-3 / 2)  # halfway through warmup after one epoch
+    assert lrs[199] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lrs[:199], lrs[1:200]))  # rises for 2 epochs
+    assert all(a >= b for a, b in zip(lrs[200:], lrs[201:]))  # then only falls
+    assert lrs[600] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))  # cosine midpoint
+    assert lrs[-1] == pytest.approx(1e-5, abs=1e-7)
+
+
+def test_augment_shapes_and_identity():
+    images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    out = BatchAugment(MEAN, STD, hflip=0.5, rotation=10, scale=(0.9, 1.1), translate=0.05)(
+        images, generator
+    )
+    assert out.shape == (6, 3, 20, 20) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    identity = BatchAugment(MEAN, STD, hflip=0.0, rotation=0)(images, generator)
+    torch.testing.assert_close(identity, normalise(images, MEAN, STD), atol=1e-4, rtol=0)
+    flipped = BatchAugment(MEAN, STD, hflip=1.0, rotation=0)(images, generator)
+    torch.testing.assert_close(flipped, normalise(images.flip(3), MEAN, STD), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.4, 0.0), (0.0, 1.0)])
+def test_mixing_keeps_targets_distributions(mixup_alpha, cutmix_alpha):
+    np.random.seed(0)
+    x = torch.rand(8, 3, 16, 16)
+    original = x.clone()
+    targets = torch.eye(7)[torch.tensor([0, 1, 2, 3, 4, 5, 6, 1])]  # 0 pairs with 7
+    mixer = TargetMixer(7, mixup_alpha, cutmix_alpha, prob=1.0, smoothing=0.1)
+    mixed_x, mixed = mixer(x, targets)
+    torch.testing.assert_close(mixed.sum(1), torch.ones(8))
+    assert not torch.equal(mixed_x, original)
+    lam = float(mixed[0, 0] - 0.1 / 7) / (1 - 0.1)  # weight left on sample 0's own class
+    assert 0 <= lam <= 1
+    if mixup_alpha:
+        torch.testing.assert_close(mixed_x, lam * original + (1 - lam) * original.flip(0))
+
+
+def test_smoothing_without_mixing():
+    targets = torch.eye(7)[[3]]
+    _, out = TargetMixer(7, smoothing=0.2)(torch.zeros(1, 3, 4, 4), targets)
+    expected = torch.full((1, 7), 0.2 / 7)
+    expected[0, 3] += 0.8
+    torch.testing.assert_close(out, expected)
+
+
+def test_metrics_against_hand_computed_values():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    scores = per_class(y_true, y_pred, 3)
+    # class 0: tp 1, predicted 2, support 2; class 1: tp 2, predicted 3; class 2: tp 1 of 1.
+    np.testing.assert_allclose(scores["precision"], [1 / 2, 2 / 3, 1.0])
+    np.testing.assert_allclose(scores["recall"], [1 / 2, 1.0, 1 / 2])
+    np.testing.assert_allclose(scores["f1"], [0.5, 0.8, 2 / 3])
+    assert macro_f1(y_true, y_pred, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    labels = np.array([0, 1, 1, 0])
+    # bins of width 0.5: {0.6: wrong, 0.7: right} -> |1 - 1.3|; {0.9 right, 0.8 wrong} -> |1 - 1.7|
+    assert calibration(labels, probs, bins=2)["ece"] == pytest.approx((0.3 + 0.7) / 4)
+    report = classification_report(labels, probs, ["a", "b"], ["s", "s", "t", "t"])
+    assert report["accuracy"] == 0.5
+    assert report["accuracy_per_source"] == {"s": 0.5, "t": 0.5}
+    assert report["confusion_matrix"] == [[1, 1], [1, 1]]
+
+
+def _bundle(image_size: int = 32) -> ModelBundle:
+    torch.manual_seed(0)
+    model = build_model("vit_tiny_patch16_224", image_size)
+    spec = {
+        "name": "vit_tiny_patch16_224",
+        "image_size": image_size,
+        "model_kwargs": {},
+        "mean": MEAN,
+        "std": STD,
+        "classes": ["x"] * 7,
+    }
+    return ModelBundle(spec=spec, state_dict=model.state_dict())
+
+
+def test_model_bundle_round_trip(tmp_path):
+    bundle = _bundle()
+    dataset = ModelBundleDataset(str(tmp_path / "model.safetensors"))
+    dataset.save(bundle)
+    loaded = dataset.load()
+    assert loaded.spec == bundle.spec
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.build()(x), bundle.build()(x))
+    raw = torch.load  # the weights file holds tensors only: loadable without pickle
+    assert raw is not None and (tmp_path / "model.safetensors").read_bytes()[8:9] == b"{"
+
+
+def test_fer_cnn_and_other_timm_models():
+    assert build_model("fer_cnn", 48)(torch.randn(2, 3, 48, 48)).shape == (2, 7)
+    assert build_model("resnet18", 64)(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+    assert build_model("vit_tiny_patch16_224", 112)(torch.randn(1, 3, 112, 112)).shape == (1, 7)
+
+
+def test_pretrained_sources(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="pretrained weights file not found"):
+        build_model("vit_tiny_patch16_224", 64, pretrained=str(tmp_path / "absent.pth"))
+    source = timm.create_model("vit_tiny_patch16_224", num_classes=1000)
+    weights = tmp_path / "vit_tiny.pth"
+    torch.save(source.state_dict(), weights)
+    model = build_model("vit_tiny_patch16_224", 64, pretrained=str(weights))
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert model.pos_embed.shape[1] == 1 + (64 // 16) ** 2  # resized to the image size
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="pretrained: false"):
+        build_model("vit_tiny_patch16_224", 64, pretrained=True)
+
+
+def test_unknown_training_parameter_is_an_error():
+    with pytest.raises(ValueError, match="unknown training parameter.*warmup_steps"):
+        TrainConfig.from_dict({"warmup_steps": 5})
+
+
+def test_the_loop_learns_real_faces(shared_data, tmp_path):
+    """Without augmentation, the loop memorises 48 real faces; a loop that cannot learn
+    (wrong targets, detached loss, a frozen optimiser) stays near chance."""
+    from conftest import write_ferplus_subset
+
+    from fer_pipeline.datasets import FerPlusRelease
+    from fer_pipeline.modelling.tensors import images_to_tensor
+    from fer_pipeline.modelling.train import fit
+
+    table = FerPlusRelease(str(write_ferplus_subset(shared_data, tmp_path, rows=48))).load()
+    images = images_to_tensor(list(table["image"]), 32)
+    labels = torch.from_numpy(table["label_orig"].to_numpy())
+    config = TrainConfig(
+        image_size=32,
+        epochs=30,
+        batch_size=16,
+        lr=1e-3,
+        warmup_epochs=2,
+        mix_prob=0,
+        label_smoothing=0,
+        hflip=0,
+        rotation=0,
+        scale=[1, 1],
+        translate=0,
+        weight_decay=0,
+        device="cpu",
+    )
+    _, history = fit(images, torch.eye(7)[labels], images, labels, config)
+    assert history[0]["val_accuracy"] < 0.6
+    assert history[-1]["val_accuracy"] > 0.9

@@ -1,0 +1,85 @@
+"""A training run killed with SIGKILL resumes from its last checkpoint and ends with the
+same epochs, and the same weights, as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from fer_pipeline.modelling.train import TrainConfig, fit
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import torch
+    from fer_pipeline.modelling.train import TrainConfig, fit
+    data = torch.load(sys.argv[1])
+    fit(*data["args"], TrainConfig(**data["config"]), checkpoint=Path(sys.argv[2]))
+    """
+)
+
+
+def _data(shared: Path, n: int = 384, size: int = 32):
+    from conftest import write_ferplus_subset
+
+    from fer_pipeline.datasets import FerPlusRelease
+    from fer_pipeline.modelling.tensors import images_to_tensor
+
+    root = write_ferplus_subset(shared, Path(os.environ["RESUME_TMP"]) / "ferplus", rows=n)
+    table = FerPlusRelease(str(root)).load()
+    images = images_to_tensor(list(table["image"]), size)
+    labels = torch.from_numpy(table["label_orig"].to_numpy() % 7)
+    targets = torch.eye(7)[labels]
+    return images[:320], targets[:320], images[320:], labels[320:]
+
+
+CONFIG = {
+    "image_size": 32,
+    "epochs": 6,
+    "batch_size": 32,
+    "warmup_epochs": 1,
+    "lr": 1e-3,
+    "mix_prob": 0.5,
+    "ema_decay": 0.9,
+    "device": "cpu",
+    "seed": 3,
+}
+
+
+def test_resume_after_kill(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESUME_TMP", str(tmp_path))
+    args = _data(shared_data)
+    data, checkpoint = tmp_path / "data.pt", tmp_path / "ckpt" / "run.pt"
+    torch.save({"args": args, "config": CONFIG}, data)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(data), str(checkpoint)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 2 <= killed_at < CONFIG["epochs"]
+
+    resumed, history = fit(*args, TrainConfig(**CONFIG), checkpoint=checkpoint)
+    assert [row["epoch"] for row in history] == list(range(1, CONFIG["epochs"] + 1))
+    assert resumed.spec["epochs"] == CONFIG["epochs"]
+
+    straight, straight_history = fit(*args, TrainConfig(**CONFIG))
+    assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in straight_history]
+    for name, tensor in straight.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[name], tensor, msg=name)

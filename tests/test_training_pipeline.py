@@ -1,0 +1,140 @@
+"""The default pipeline end to end on a small real subset, with MLflow tracking, and the
+Kedro-Viz static build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import zipfile
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from conftest import PROJECT, catalog_of, make_project
+
+from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.schema import CLASSES
+
+TINY = {
+    "training": {
+        "model": "vit_tiny_patch16_224",
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 16,
+        "warmup_epochs": 1,
+        "eval_batch_size": 64,
+    },
+    "evaluation": {"tta_views": 1, "batch_size": 64},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(shared_data, tmp_path_factory):
+    """Two runs of the whole default pipeline on 300 FER+ rows and 80 RAF-DB images, the
+    second with another learning rate; yields the project and its MLflow client."""
+    from conftest import write_ferplus_subset, write_rafdb_subset
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_ferplus_subset(shared_data, root / "raw/ferplus", rows=300)
+    write_rafdb_subset(shared_data, root / "raw/rafdb", per_split=40)
+    project = make_project(root / "project", root / "raw", parameters=TINY, env="tiny")
+    uri = f"sqlite:///{root}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    for lr in ("3e-4", "1e-3"):
+        command = ["kedro", "run", "--env", "tiny", "--params", f"training.lr={lr}"]
+        result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    mlflow.set_tracking_uri(uri)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        yield project, mlflow.MlflowClient(uri)
+
+
+def test_default_pipeline_writes_model_and_reports(tiny_runs):
+    project, _ = tiny_runs
+    catalog = catalog_of(project, env="tiny")
+    model: ModelBundle = catalog.load("model")
+    assert model.spec["classes"] == list(CLASSES) and model.spec["epochs"] == 2
+    history = catalog.load("training_history")
+    assert history["epoch"].tolist() == [1, 2]
+    assert {"train_loss", "val_loss", "val_accuracy", "lr", "images_per_second"} <= set(history)
+    report = catalog.load("evaluation_report")
+    for split in ("val", "test"):
+        sources = set(catalog.load(split)["source"])
+        for kind in ("plain", "tta"):
+            scores = report[split][kind]
+            assert 0 <= scores["accuracy"] <= 1 and set(scores["per_class"]) == set(CLASSES)
+            assert set(scores["accuracy_per_source"]) == sources
+    assert report["test"]["plain"]["images"] == len(catalog.load("test"))
+    predictions = catalog.load("test_predictions")
+    assert {f"p_{c}" for c in CLASSES} <= set(predictions.columns)
+    for name in ("confusion_matrix", "reliability", "training_curves"):
+        png = sorted((project / "data/08_reporting").glob(f"{name}.png/*/{name}.png"))
+        assert len(png) == 2 and png[-1].read_bytes()[:4] == b"\x89PNG"  # two versions
+    assert not list((project / "data/06_models/checkpoints").glob("*.pt"))  # cleaned up
+
+
+def test_mlflow_runs_compare_and_the_model_predicts(tiny_runs, shared_data):
+    _, client = tiny_runs
+    experiment = client.get_experiment_by_name("fer_pipeline")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+    assert len(runs) == 2
+    assert [r.data.params["training.lr"] for r in runs] == ["0.0003", "0.001"]
+    assert runs[0].data.metrics["val_loss"] != runs[1].data.metrics["val_loss"]
+    run = runs[-1]
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    evaluation = {
+        "test_accuracy",
+        "test_tta_accuracy",
+        "test_macro_f1",
+        "test_ece",
+        "test_accuracy_rafdb",
+        "val_accuracy",
+    }
+    assert {f"evaluation.{name}" for name in evaluation} <= set(run.data.metrics)
+    artifacts = {
+        a.path for d in ("plots", "reports") for a in client.list_artifacts(run.info.run_id, d)
+    }
+    assert {
+        "plots/confusion_matrix.png",
+        "plots/reliability.png",
+        "plots/training_curves.png",
+        "plots/data_report.png",
+        "reports/evaluation_report.json",
+        "reports/data_report.json",
+    } <= artifacts
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], output_format="list"
+    )
+    model = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
+    with zipfile.ZipFile(shared_data / "rafdb/basic/Image/aligned.zip") as archive:
+        faces = [archive.read(f"aligned/test_000{i}_aligned.jpg") for i in (1, 2)]
+    out = model.predict(pd.DataFrame({"image": faces}))
+    assert list(out.columns) == [*CLASSES, "label"] and len(out) == 2
+    assert out[list(CLASSES)].sum(axis=1).round(4).tolist() == [1.0, 1.0]
+
+
+def test_quick_environment_overrides_only_what_it_names():
+    base = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
+    quick = yaml.safe_load((PROJECT / "conf/quick/parameters_training.yml").read_text())["training"]
+    assert set(quick) < set(base)
+    assert quick["image_size"] < base["image_size"] and quick["epochs"] < base["epochs"]
+
+
+def test_kedro_viz_build(tiny_runs, tmp_path):
+    project, _ = tiny_runs
+    result = subprocess.run(
+        ["kedro", "viz", "build", "--include-hooks"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    site = project / "build"
+    assert (site / "index.html").is_file()
+    main = (site / "api" / "main").read_text()
+    for name in ("ferplus.release", "train_model", "evaluation_report", "split_faces"):
+        assert name in main
