@@ -101,7 +101,7 @@ def reliability_figure(calibrations: dict[str, dict[str, Any]]) -> plt.Figure:
             label="accuracy",
         )
         ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-        ax.plot(cal["confidence"], cal["accuracy"], "o", color="C3", label="mean confidence")
+        ax.plot(cal["confidence"], cal["accuracy"], "o", color="C3", label="bin (mean confidence)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
