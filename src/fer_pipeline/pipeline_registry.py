@@ -6,7 +6,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 DEFAULT = ("data_processing", "training", "evaluation")
-"""The pipelines ``__default__`` chains."""
+"""The pipelines ``__default__`` chains (inference and export run on demand)."""
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -1,15 +1,18 @@
-"""Kedro datasets that read the facial-expression sources in their release layouts."""
+"""Kedro datasets: the sources in their release layouts, and local files."""
 
 from fer_pipeline.datasets.affectnet import AffectNetRelease
 from fer_pipeline.datasets.ferplus import FerPlusRelease
+from fer_pipeline.datasets.files import BytesDataset, ImageFiles, ModelBundleDataset, ZipDataset
 from fer_pipeline.datasets.huggingface import HuggingFaceFaces
-from fer_pipeline.datasets.model import ModelBundleDataset
 from fer_pipeline.datasets.rafdb import RafDbRelease
 
 __all__ = [
     "AffectNetRelease",
+    "BytesDataset",
     "FerPlusRelease",
     "HuggingFaceFaces",
+    "ImageFiles",
     "ModelBundleDataset",
     "RafDbRelease",
+    "ZipDataset",
 ]

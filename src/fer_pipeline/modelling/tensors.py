@@ -11,8 +11,8 @@ import torch
 from fer_pipeline.images import decode_image, parallel_map
 
 
-def _resized_rgb(data: bytes, size: int) -> np.ndarray:
-    pixels = decode_image(data)
+def resized_rgb(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Grayscale or RGB pixels as a ``size`` square RGB image (the model's input)."""
     if pixels.ndim == 2:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
     h, w = pixels.shape[:2]
@@ -25,7 +25,7 @@ def images_to_tensor(images: Sequence[bytes], size: int, desc: str = "decode") -
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
 
     def fill(i: int) -> None:
-        out[i] = _resized_rgb(images[i], size)
+        out[i] = resized_rgb(decode_image(images[i]), size)
 
     parallel_map(fill, range(len(images)), desc=desc)
     return torch.from_numpy(out).permute(0, 3, 1, 2)

@@ -1,0 +1,79 @@
+"""Face detection with OpenCV (Haar cascade shipped with OpenCV, or YuNet from an ONNX
+file) and cropping with a margin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_pipeline.images import to_gray
+
+Box = tuple[int, int, int, int]
+"""x, y, width, height in pixels."""
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+class FaceDetector:
+    """``detect(pixels)`` -> face boxes, largest first.
+
+    Args:
+        method: ``haar`` (OpenCV's frontal-face cascade, shipped with opencv-python 4.x)
+            or ``yunet`` (OpenCV's YuNet, from the ONNX file ``yunet_model``).
+        min_face: smallest face side in pixels.
+        score_threshold: YuNet's confidence threshold.
+    """
+
+    def __init__(
+        self,
+        method: str = "haar",
+        yunet_model: str | None = None,
+        min_face: int = 24,
+        score_threshold: float = 0.6,
+    ):
+        self.method, self.min_face = method, min_face
+        if method == "haar":
+            cascade = Path(cv2.data.haarcascades) / HAAR_CASCADE
+            self._haar = cv2.CascadeClassifier(str(cascade))
+            if self._haar.empty():
+                raise FileNotFoundError(f"OpenCV's Haar cascade is missing: {cascade}")
+        elif method == "yunet":
+            if not yunet_model or not Path(yunet_model).is_file():
+                raise FileNotFoundError(f"YuNet model file not found: {yunet_model}")
+            self._yunet = cv2.FaceDetectorYN.create(
+                str(yunet_model), "", (320, 320), score_threshold
+            )
+        else:
+            raise ValueError(f"detector must be haar or yunet, got {method!r}")
+
+    def detect(self, pixels: np.ndarray) -> list[Box]:
+        if self.method == "haar":
+            found = self._haar.detectMultiScale(
+                to_gray(pixels),
+                scaleFactor=1.1,
+                minNeighbors=5,
+                minSize=(self.min_face, self.min_face),
+            )
+            boxes = [tuple(int(v) for v in box) for box in found]
+        else:
+            bgr = cv2.cvtColor(
+                pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR
+            )
+            self._yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, found = self._yunet.detect(bgr)
+            boxes = [
+                tuple(int(round(v)) for v in row[:4])
+                for row in (found if found is not None else [])
+                if min(row[2], row[3]) >= self.min_face
+            ]
+        return sorted(boxes, key=lambda b: -b[2] * b[3])
+
+
+def crop(pixels: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """The face in ``box`` grown by ``margin`` of its size on each side, clipped to the
+    image."""
+    x, y, w, h = box
+    dx, dy = int(w * margin), int(h * margin)
+    height, width = pixels.shape[:2]
+    return pixels[max(0, y - dy) : min(height, y + h + dy), max(0, x - dx) : min(width, x + w + dx)]

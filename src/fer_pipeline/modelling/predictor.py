@@ -1,0 +1,40 @@
+"""A trained model ready to classify face crops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.modelling.tensors import resized_rgb
+from fer_pipeline.modelling.train import predict_logits, resolve_device
+
+
+class Predictor:
+    """Class probabilities for face crops (uint8 grayscale or RGB arrays)."""
+
+    def __init__(self, bundle: ModelBundle, device: str = "cpu", batch_size: int = 64):
+        self.bundle, self.batch_size = bundle, batch_size
+        self.device = resolve_device(device)
+        self.model = bundle.build().to(self.device)
+        self.classes: list[str] = bundle.spec["classes"]
+
+    @torch.inference_mode()
+    def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """``(len(crops), classes)`` probabilities."""
+        if not crops:
+            return np.empty((0, len(self.classes)), dtype=np.float32)
+        size = self.bundle.spec["image_size"]
+        batch = np.stack([resized_rgb(c, size) for c in crops])
+        images = torch.from_numpy(batch).permute(0, 3, 1, 2)
+        logits = predict_logits(
+            self.model,
+            images,
+            self.bundle.spec["mean"],
+            self.bundle.spec["std"],
+            self.device,
+            self.batch_size,
+        )
+        return logits.softmax(1).numpy()

@@ -1,0 +1,25 @@
+"""Inference: the latest model on a folder or zip of images."""
+
+from kedro.pipeline import Pipeline, node
+
+from .nodes import annotated_images, predicted_faces
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                predicted_faces,
+                ["inference_images", "model", "params:inference"],
+                ["inference_faces", "inference_report"],
+                name="predicted_faces",
+            ),
+            node(
+                annotated_images,
+                ["inference_images", "inference_faces", "params:inference"],
+                "annotated_images",
+                name="annotated_images",
+            ),
+        ],
+        tags=["inference"],
+    )

@@ -1,0 +1,1 @@
+"""Face detection plus classification, for batch inference and the HTTP API."""

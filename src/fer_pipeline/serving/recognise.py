@@ -1,0 +1,40 @@
+"""Find faces in an image and classify each: shared by batch inference and the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fer_pipeline.faces import FaceDetector, crop
+from fer_pipeline.modelling.predictor import Predictor
+
+
+class FaceRecogniser:
+    """``recognise(pixels)`` -> one dict per face, largest first: ``box`` ([x, y, w, h]),
+    ``label`` and ``probabilities`` (class -> probability)."""
+
+    def __init__(self, predictor: Predictor, detector: FaceDetector, margin: float = 0.2):
+        self.predictor, self.detector, self.margin = predictor, detector, margin
+
+    def recognise(self, pixels: np.ndarray, detect: bool = True) -> list[dict[str, Any]]:
+        height, width = pixels.shape[:2]
+        boxes = self.detector.detect(pixels) if detect else [(0, 0, width, height)]
+        probs = self.predictor.probabilities([crop(pixels, b, self.margin) for b in boxes])
+        classes = self.predictor.classes
+        return [
+            {
+                "box": list(box),
+                "label": classes[int(p.argmax())],
+                "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)},
+            }
+            for box, p in zip(boxes, probs)
+        ]
+
+
+def recogniser_from_params(bundle: Any, params: dict[str, Any]) -> FaceRecogniser:
+    """A recogniser configured by ``inference`` parameters (or the API's settings)."""
+    detector = FaceDetector(
+        params["detector"], params.get("yunet_model"), params["min_face"], params["score_threshold"]
+    )
+    return FaceRecogniser(Predictor(bundle, params["device"]), detector, params["margin"])
