@@ -29,6 +29,7 @@ DETECTOR = {
     "score_threshold": 0.6,
     "margin": 0.2,
     "device": "cpu",
+    "backend": "onnx",
 }
 
 
@@ -184,3 +185,10 @@ def test_recogniser_classifies_crops_like_the_model(bundle, faces):
     whole = recogniser.recognise(faces[0], detect=False)[0]
     probs = recogniser.predictor.probabilities([faces[0]])[0]
     assert whole["probabilities"] == {c: round(float(p), 6) for c, p in zip(CLASSES, probs)}
+
+
+def test_onnx_and_torch_backends_agree(bundle, faces):
+    from fer_pipeline.modelling.predictor import Predictor
+
+    onnx, torch_ = Predictor(bundle, backend="onnx"), Predictor(bundle, backend="torch")
+    np.testing.assert_allclose(onnx.probabilities(faces), torch_.probabilities(faces), atol=1e-5)

@@ -4,7 +4,9 @@ The model is the latest versioned ``model`` in the Kedro catalog of the project 
 ``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``), or
 the MLflow model at ``FER_MODEL_URI`` when that is set. Other settings, also from the
 environment: ``FER_MAX_UPLOAD_BYTES`` (default 10 MB), ``FER_MAX_PIXELS`` (default 40
-megapixels), ``FER_DETECTOR`` (``haar`` or ``yunet``), ``FER_YUNET_MODEL`` (its ONNX file).
+megapixels), ``FER_DETECTOR`` (``haar`` or ``yunet``), ``FER_YUNET_MODEL`` (its ONNX file),
+``FER_BACKEND`` (``onnx``, the default: the model exported at start-up and run by ONNX
+Runtime; or ``torch``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class Settings:
         )
         settings.max_pixels = int(os.environ.get("FER_MAX_PIXELS", settings.max_pixels))
         settings.detector["detector"] = os.environ.get("FER_DETECTOR", "haar")
-        settings.detector["yunet_model"] = os.environ.get("FER_YUNET_MODEL")
+        settings.detector["yunet_model"] = os.environ.get("FER_YUNET_MODEL") or None
+        settings.detector["backend"] = os.environ.get("FER_BACKEND", "onnx")
         return settings
 
 

@@ -37,4 +37,5 @@ def recogniser_from_params(bundle: Any, params: dict[str, Any]) -> FaceRecognise
     detector = FaceDetector(
         params["detector"], params.get("yunet_model"), params["min_face"], params["score_threshold"]
     )
-    return FaceRecogniser(Predictor(bundle, params["device"]), detector, params["margin"])
+    predictor = Predictor(bundle, params["device"], backend=params["backend"])
+    return FaceRecogniser(predictor, detector, params["margin"])

@@ -1,0 +1,114 @@
+"""The web page in a real headless Chromium (Debian's /usr/bin/chromium, driven by
+Playwright; no browser download) against the API served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import catalog_of, make_project
+from serving_fixtures import photo, raf_faces, small_model
+
+from fer_pipeline.schema import CLASSES
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(shared_data, tmp_path_factory):
+    """``uvicorn fer_pipeline.serving.app:app`` serving the latest model of a project."""
+    root = tmp_path_factory.mktemp("served")
+    project = make_project(root / "project", shared_data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        catalog_of(project).save("model", small_model(shared_data))
+    port = _free_port()
+    env = {**os.environ, "FER_PROJECT_PATH": str(project)}
+    log = open(root / "uvicorn.log", "w")  # noqa: SIM115 (open while the server runs)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "fer_pipeline.serving.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                raise AssertionError((root / "uvicorn.log").read_text()[-3000:]) from None
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def test_the_page_shows_faces_labels_and_bars(server, shared_data, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "install Debian's chromium (see README, Development)"
+    image = tmp_path / "two_faces.jpg"
+    image.write_bytes(photo(raf_faces(shared_data, 2)))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(server)
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector(".face", timeout=30_000)
+        assert page.inner_text("#status") == "2 faces found"
+        cards = page.query_selector_all(".face")
+        assert len(cards) == 2
+        for card in cards:
+            assert card.query_selector(".label").inner_text() in CLASSES
+            assert len(card.query_selector_all(".bar")) == len(CLASSES)
+            widths = [
+                float(f.get_attribute("style").split("width:")[1].rstrip("%"))
+                for f in card.query_selector_all(".fill")
+            ]
+            assert sum(widths) == pytest.approx(100, abs=0.5)
+        # The photo is drawn with its boxes: the canvas takes the photo's size.
+        assert page.eval_on_selector("#canvas", "c => [c.width, c.height]") == [400, 220]
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        # Bad input is shown as an error, and the page keeps working.
+        bad = tmp_path / "notes.jpg"
+        bad.write_text("not an image")
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#status.error", timeout=10_000)
+        assert "not an image" in page.inner_text("#status")
+        browser.close()
+    assert (tmp_path / "page.png").stat().st_size > 10_000
