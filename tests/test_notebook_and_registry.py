@@ -31,8 +31,21 @@ def test_data_report_notebook_runs(small_raw, tmp_path, kedro_run, monkeypatch):
 
 def test_pipelines_are_registered():
     pipelines = register_pipelines()
-    for name in ("ingestion", "harmonisation", "merging", "splitting", "data_processing"):
+    names = (
+        "ingestion",
+        "harmonisation",
+        "merging",
+        "splitting",
+        "data_processing",
+        "training",
+        "evaluation",
+        "inference",
+        "export",
+    )
+    for name in names:
         assert name in pipelines and pipelines[name].nodes
-    assert pipelines["__default__"].all_outputs() >= {"train", "val", "test", "data_report"}
+    default = pipelines["__default__"].all_outputs()
+    assert default >= {"train", "val", "test", "data_report", "model", "evaluation_report"}
+    assert not default & {"inference_faces", "model_onnx"}  # on demand only
     namespaces = {n.namespace for n in pipelines["ingestion"].nodes}
     assert namespaces == set(SOURCES)
