@@ -6,6 +6,7 @@ import json
 
 import matplotlib
 from conftest import PROJECT, make_project
+from kedro.framework.project import configure_project
 
 from fer_pipeline.pipeline_registry import register_pipelines
 from fer_pipeline.schema import SOURCES
@@ -30,6 +31,7 @@ def test_data_report_notebook_runs(small_raw, tmp_path, kedro_run, monkeypatch):
 
 
 def test_pipelines_are_registered():
+    configure_project("fer_pipeline")
     pipelines = register_pipelines()
     names = (
         "ingestion",
