@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +32,7 @@ from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.modelling.models import ModelBundle, build_model
 from fer_pipeline.schema import CLASSES
+from fer_pipeline.serving.local import local_server
 
 PROJECT = Path(__file__).resolve().parents[1]
 FACES = PROJECT.parent / "shared/data/rafdb/basic/Image/aligned.zip"
@@ -116,42 +114,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="fer-serve-") as tmp:
         project = args.project or throwaway_project(Path(tmp), args.model, args.image_size)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         env = {
-            **os.environ,
-            "FER_PROJECT_PATH": str(Path(project).resolve()),
             "FER_DETECTOR": args.detector,
             "FER_YUNET_MODEL": str(Path(args.yunet_model).resolve()) if args.yunet_model else "",
         }
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "fer_pipeline.serving.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=project,
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    health = httpx.get(f"{url}/health", timeout=2).json()
-                    break
-                except httpx.HTTPError:
-                    if server.poll() is not None or time.time() > deadline:
-                        sys.exit("the server did not start")
-                    time.sleep(0.5)
+        with local_server(Path(project), env) as url:
+            health = httpx.get(f"{url}/health", timeout=10).json()
             images = single_face_images(20, detector)
             print(
                 f"serving {health['model']} at {health['image_size']} px on {os.cpu_count()} "
@@ -191,9 +159,6 @@ def main() -> None:
                 sum(not r[1] for r in results),
                 seconds,
             )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from conftest import catalog_of, make_project
 from serving_fixtures import photo, raf_faces, small_model
 
 from fer_pipeline.schema import CLASSES
+from fer_pipeline.serving.local import local_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,53 +25,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(shared_data, tmp_path_factory):
-    """``uvicorn fer_pipeline.serving.app:app`` serving the latest model of a project."""
+    """The API serving the latest model of a project, on loopback."""
     root = tmp_path_factory.mktemp("served")
     project = make_project(root / "project", shared_data)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         catalog_of(project).save("model", small_model(shared_data))
-    port = _free_port()
-    env = {**os.environ, "FER_PROJECT_PATH": str(project)}
-    log = open(root / "uvicorn.log", "w")  # noqa: SIM115 (open while the server runs)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "fer_pipeline.serving.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                raise AssertionError((root / "uvicorn.log").read_text()[-3000:]) from None
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with local_server(project, log=root / "uvicorn.log") as url:
+        yield url
 
 
 def test_the_page_shows_faces_labels_and_bars(server, shared_data, tmp_path):

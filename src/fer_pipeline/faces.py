@@ -12,7 +12,7 @@ from fer_pipeline.images import to_gray
 
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels."""
-HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
 
 
 class FaceDetector:
