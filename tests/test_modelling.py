@@ -132,9 +132,14 @@ def test_pretrained_sources(tmp_path, monkeypatch):
         build_model("vit_tiny_patch16_224", 64, pretrained=True)
 
 
-def test_unknown_training_parameter_is_an_error():
+def test_training_parameters_are_checked():
     with pytest.raises(ValueError, match="unknown training parameter.*warmup_steps"):
         TrainConfig.from_dict({"warmup_steps": 5})
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig.from_dict({"precision": "fp8"})
+    with pytest.raises(ValueError, match="data_on_device must be one of"):
+        TrainConfig.from_dict({"data_on_device": "yes"})
+    assert TrainConfig.from_dict({"data_on_device": True}).data_on_device is True
 
 
 def test_the_loop_learns_real_faces(shared_data, tmp_path):

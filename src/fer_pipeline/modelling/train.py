@@ -64,7 +64,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 / fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False
-    data_on_device: str = "auto"  # auto (if it fits) | true | false
+    data_on_device: bool | str = "auto"  # auto (when it fits) | true | false
     eval_batch_size: int = 256
 
     @classmethod
@@ -74,8 +74,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
         config = cls(**params)
-        if config.balance not in ("none", "sampler", "loss"):
-            raise ValueError(f"balance must be none, sampler or loss, got {config.balance!r}")
+        choices = {
+            "balance": ("none", "sampler", "loss"),
+            "precision": ("auto", "fp32", "bf16", "fp16"),
+            "data_on_device": ("auto", True, False),
+        }
+        for name, allowed in choices.items():
+            if getattr(config, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
         return config
 
 
@@ -186,7 +192,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step_fn = torch.compile(model) if config.compile else model
 
-    on_device = config.data_on_device == "true" or (
+    on_device = config.data_on_device is True or (
         config.data_on_device == "auto"
         and device.type == "cuda"
         and train_images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
