@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from _scratch import PROJECT, scratch_project
 
 
 def main() -> None:
@@ -26,13 +25,7 @@ def main() -> None:
     parser.add_argument("--raw-data", type=Path, default=PROJECT.parent / "shared" / "data")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
-        root = Path(tmp)
-        shutil.copy(PROJECT / "pyproject.toml", root)
-        shutil.copy(PROJECT / ".telemetry", root)
-        shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-        (root / "conf/local").mkdir()
-        (root / "conf/local/globals.yml").write_text(f"raw_data: {args.raw_data.resolve()}\n")
-        (root / "src").mkdir()
+        root = scratch_project(Path(tmp), args.raw_data)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
         command = ["kedro", "run", "--pipelines", "data_processing"]
         start = time.perf_counter()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from _scratch import PROJECT, scratch_project
 from kedro.io import Version
 
 from fer_pipeline.datasets import ModelBundleDataset
@@ -34,7 +34,6 @@ from fer_pipeline.modelling.models import ModelBundle, build_model
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.local import local_server
 
-PROJECT = Path(__file__).resolve().parents[1]
 FACES = PROJECT.parent / "shared/data/rafdb/basic/Image/aligned.zip"
 
 
@@ -59,11 +58,8 @@ def single_face_images(count: int, detector: FaceDetector) -> list[bytes]:
 
 
 def throwaway_project(root: Path, model: str, size: int) -> Path:
-    shutil.copy(PROJECT / "pyproject.toml", root)
-    shutil.copy(PROJECT / ".telemetry", root)
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf/local").mkdir()
-    (root / "src").mkdir()
+    """A scratch project whose latest model is an untrained ``model`` at ``size``."""
+    scratch_project(root)
     net = build_model(model, size)
     spec = {
         "name": model,

@@ -6,14 +6,16 @@ import io
 import zipfile
 from abc import abstractmethod
 from pathlib import Path, PurePosixPath
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pandas as pd
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 
 from fer_pipeline.errors import SourceNotFoundError
-from fer_pipeline.modelling.models import ModelBundle
+
+if TYPE_CHECKING:  # torch is imported only when a model is read or written
+    from fer_pipeline.modelling.models import ModelBundle
 
 T = TypeVar("T")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -55,10 +57,12 @@ class _VersionedFile(AbstractVersionedDataset[T, T], Generic[T]):
         return {"filepath": self._filepath, "version": self._version}
 
 
-class ModelBundleDataset(_VersionedFile[ModelBundle]):
+class ModelBundleDataset(_VersionedFile["ModelBundle"]):
     """A ``ModelBundle`` as one ``.safetensors`` file (the spec in its metadata)."""
 
     def _read(self, path: Path) -> ModelBundle:
+        from fer_pipeline.modelling.models import ModelBundle
+
         return ModelBundle.load(path)
 
     def _write(self, data: ModelBundle, path: Path) -> None:

@@ -7,11 +7,10 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
-import torch
 
+from fer_pipeline.images import decode_image
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.modelling.train import predict_logits
+from fer_pipeline.modelling.predictor import Predictor
 
 
 class FerPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -20,16 +19,14 @@ class FerPyfuncModel(mlflow.pyfunc.PythonModel):
 
     def __init__(self, bundle: ModelBundle):
         self.bundle = bundle
-        self._model: torch.nn.Module | None = None
+        self._predictor: Predictor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "_model": None}
+        return {"bundle": self.bundle, "_predictor": None}
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        if self._model is None:
-            self._model = self.bundle.build()
-        spec = self.bundle.spec
-        images = images_to_tensor(list(model_input["image"]), spec["image_size"], desc="predict")
-        logits = predict_logits(self._model, images, spec["mean"], spec["std"], torch.device("cpu"))
-        probs = pd.DataFrame(logits.softmax(1).numpy(), columns=spec["classes"])
+        if self._predictor is None:
+            self._predictor = Predictor(self.bundle)
+        crops = [decode_image(data) for data in model_input["image"]]
+        probs = pd.DataFrame(self._predictor.probabilities(crops), columns=self._predictor.classes)
         return probs.assign(label=probs.idxmax(axis=1))

@@ -15,7 +15,7 @@ import io
 import os
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,39 +23,35 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse
 from PIL import Image, UnidentifiedImageError
 
+from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
+from fer_pipeline.modelling.predictor import Predictor
+from fer_pipeline.serving.recognise import FaceRecogniser
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 
 
 @dataclass
 class Settings:
+    """What the environment sets; detection and cropping otherwise use the defaults of
+    ``FaceDetector`` and ``FaceRecogniser``."""
+
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
-    detector: dict[str, Any] = field(
-        default_factory=lambda: {
-            "detector": "haar",
-            "yunet_model": None,
-            "min_face": 24,
-            "score_threshold": 0.6,
-            "margin": 0.2,
-            "device": "cpu",
-        }
-    )
+    detector: str = "haar"
+    yunet_model: str | None = None
+    backend: str = "onnx"
 
     @classmethod
     def from_env(cls) -> Settings:
-        settings = cls()
-        settings.max_upload_bytes = int(
-            os.environ.get("FER_MAX_UPLOAD_BYTES", settings.max_upload_bytes)
+        return cls(
+            max_upload_bytes=int(os.environ.get("FER_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
+            max_pixels=int(os.environ.get("FER_MAX_PIXELS", cls.max_pixels)),
+            detector=os.environ.get("FER_DETECTOR", cls.detector),
+            yunet_model=os.environ.get("FER_YUNET_MODEL") or None,
+            backend=os.environ.get("FER_BACKEND", cls.backend),
         )
-        settings.max_pixels = int(os.environ.get("FER_MAX_PIXELS", settings.max_pixels))
-        settings.detector["detector"] = os.environ.get("FER_DETECTOR", "haar")
-        settings.detector["yunet_model"] = os.environ.get("FER_YUNET_MODEL") or None
-        settings.detector["backend"] = os.environ.get("FER_BACKEND", "onnx")
-        return settings
 
 
 def load_model() -> tuple[ModelBundle, str]:
@@ -93,7 +89,10 @@ def create_app(
     async def lifespan(_: FastAPI):
         if state["recogniser"] is None:
             bundle, state["version"] = load_model()
-            state["recogniser"] = recogniser_from_params(bundle, settings.detector)
+            state["recogniser"] = FaceRecogniser(
+                Predictor(bundle, backend=settings.backend),
+                FaceDetector(settings.detector, settings.yunet_model),
+            )
         yield
 
     app = FastAPI(

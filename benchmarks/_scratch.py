@@ -1,0 +1,21 @@
+"""A throwaway copy of this project's configuration, so benchmarks leave data/ alone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def scratch_project(root: Path, raw_data: Path | None = None) -> Path:
+    """``pyproject.toml``, ``.telemetry`` and ``conf/`` (without ``conf/local``) copied
+    into ``root``; ``raw_data`` becomes its raw-data root."""
+    shutil.copy(PROJECT / "pyproject.toml", root)
+    shutil.copy(PROJECT / ".telemetry", root)
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf/local").mkdir()
+    if raw_data is not None:
+        (root / "conf/local/globals.yml").write_text(f"raw_data: {raw_data.resolve()}\n")
+    (root / "src").mkdir()  # the package itself is installed
+    return root
