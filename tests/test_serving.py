@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import cv2
 import mlflow
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_param
 
 DETECTOR = {
     "detector": "haar",
-    "min_face": 24,
+    "min_face": 48,
     "score_threshold": 0.6,
     "margin": 0.2,
     "device": "cpu",
@@ -58,6 +59,14 @@ def test_detectors_find_both_faces(faces, method):
     assert len(boxes) == 2
     for (x, y, w, h), (sx, sy) in zip(boxes, SLOTS):
         assert abs(x + w / 2 - (sx + 50)) < 20 and abs(y + h / 2 - (sy + 50)) < 25
+
+
+def test_faces_below_min_face_are_skipped(faces, monkeypatch):
+    small = cv2.resize(decode_image(photo(faces)), None, fx=0.35, fy=0.35)  # faces ~40 px
+    assert len(FaceDetector(min_face=24).detect(small)) == 1
+    assert FaceDetector().detect(small) == []  # default: 48 px
+    monkeypatch.setenv("FER_MIN_FACE", "24")
+    assert Settings.from_env().min_face == 24
 
 
 def test_unknown_detector_and_missing_yunet_file(tmp_path):
@@ -117,6 +126,9 @@ def test_health_and_docs(client):
 def test_predict_faces(client, faces):
     response = client.post("/predict", files={"file": ("two.jpg", photo(faces), "image/jpeg")})
     assert response.status_code == 200
+    timings = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert set(timings) == {"decode", "detect", "classify"}
+    assert all(float(ms) > 0 for ms in timings.values())
     body = response.json()
     assert (body["width"], body["height"]) == (400, 220) and len(body["faces"]) == 2
     for face in body["faces"]:

@@ -13,6 +13,9 @@ from fer_pipeline.images import to_gray
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels."""
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
+MIN_FACE = 48
+"""Default smallest face side in pixels: FER2013's own resolution. Smaller faces hold
+too little expression detail to classify, and skipping them makes detection ~2x faster."""
 
 
 class FaceDetector:
@@ -29,7 +32,7 @@ class FaceDetector:
         self,
         method: str = "haar",
         yunet_model: str | None = None,
-        min_face: int = 24,
+        min_face: int = MIN_FACE,
         score_threshold: float = 0.6,
     ):
         self.method, self.min_face = method, min_face
