@@ -10,7 +10,8 @@ translation, CutMix/Mixup p=0.3):
   reference implementation did.
 
 Prints images/s of each (the project's from its last epoch: 2nd, or 3rd when compiled, as
-the switch back from validation to training recompiles once) and the ratio. Runs without
+the switch back from validation to training recompiles once) and the ratio, then the
+model's training step alone on one fixed batch: the ceiling of any data path. Runs without
 Kedro, so it also runs on a bare GPU machine.
 
     python benchmarks/train_throughput.py --image-size 112            # CPU target: >= 1.5x
@@ -109,6 +110,32 @@ def reference_throughput(images, labels, args, config: TrainConfig) -> float:
     return args.steps * args.batch_size / (time.perf_counter() - started)
 
 
+def model_step_throughput(args, config: TrainConfig) -> float:
+    """images/s of the model's training step alone (forward, backward, AdamW) on one
+    fixed batch: the ceiling that no data path can beat."""
+    device = resolve_device(args.device)
+    dtype = autocast_dtype(args.precision, device)
+    torch.manual_seed(0)
+    model = build_model(config.model, args.image_size).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, 7, (args.batch_size,), device=device)
+    model.train()
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        with autocast(device, dtype):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_tiny_patch16_224")
@@ -147,6 +174,7 @@ def main() -> None:
     _, history = fit(tensor, torch.eye(7)[labels], tensor[:2], labels[:2], config)
     project = history[-1]["images_per_second"]
     reference = reference_throughput(images, labels, args, config)
+    ceiling = model_step_throughput(args, config)
     device = resolve_device(args.device)
     name = (
         torch.cuda.get_device_name(device)
@@ -163,6 +191,10 @@ def main() -> None:
     )
     print(f"reference loop: {reference:8.1f} images/s ({args.workers} DataLoader workers)")
     print(f"ratio:          {project / reference:8.2f}x")
+    print(
+        f"model step alone, no data path: {ceiling:.1f} images/s, so no loop can beat "
+        f"{ceiling / reference:.2f}x here (the project's loop reaches {project / ceiling:.0%})"
+    )
 
 
 if __name__ == "__main__":
