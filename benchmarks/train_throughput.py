@@ -11,7 +11,8 @@ translation, CutMix/Mixup p=0.3):
 
 Prints images/s of each (the project's from its last epoch: 2nd, or 3rd when compiled, as
 the switch back from validation to training recompiles once) and the ratio, then the
-model's training step alone on one fixed batch: the ceiling of any data path. Runs without
+model's training step alone on one fixed batch: the ceiling of any data path. Each is
+the best of ``--rounds`` runs, taken in turn. Runs without
 Kedro, so it also runs on a bare GPU machine.
 
     python benchmarks/train_throughput.py --image-size 112            # CPU target: >= 1.5x
@@ -153,6 +154,7 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the project loop")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; best kept")
     args = parser.parse_args()
 
     config = TrainConfig(
@@ -171,10 +173,12 @@ def main() -> None:
     started = time.perf_counter()
     tensor = images_to_tensor(images, args.image_size)
     decode = time.perf_counter() - started
-    _, history = fit(tensor, torch.eye(7)[labels], tensor[:2], labels[:2], config)
-    project = history[-1]["images_per_second"]
-    reference = reference_throughput(images, labels, args, config)
-    ceiling = model_step_throughput(args, config)
+    project, reference, ceiling = 0.0, 0.0, 0.0
+    for _ in range(args.rounds):  # the best of each: a shared machine's speed drifts
+        _, history = fit(tensor, torch.eye(7)[labels], tensor[:2], labels[:2], config)
+        project = max(project, history[-1]["images_per_second"])
+        reference = max(reference, reference_throughput(images, labels, args, config))
+        ceiling = max(ceiling, model_step_throughput(args, config))
     device = resolve_device(args.device)
     name = (
         torch.cuda.get_device_name(device)
@@ -183,7 +187,8 @@ def main() -> None:
     )
     print(
         f"{args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} steps, "
-        f"{name}, precision {args.precision}, compile {args.compile}"
+        f"{name}, precision {args.precision}, compile {args.compile}, "
+        f"best of {args.rounds} rounds"
     )
     print(
         f"project loop:   {project:8.1f} images/s "
