@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -60,10 +62,38 @@ class PilFaces(torch.utils.data.Dataset):
         return self.transform(image), self.labels[i]
 
 
-def reference_throughput(images, labels, args, config: TrainConfig) -> float:
-    """images/s of a textbook loop over ``args.steps`` steps after ``args.warmup``."""
+def timed_steps(batches: Iterator, args, config: TrainConfig, mixup: Mixup | None = None) -> float:
+    """images/s of a textbook training step (forward, backward, AdamW) over
+    ``args.steps`` batches of ``batches`` after ``args.warmup`` untimed ones; fetching
+    each batch is part of the step."""
     device = resolve_device(args.device)
     dtype = autocast_dtype(args.precision, device)
+    torch.manual_seed(0)
+    model = build_model(config.model, args.image_size).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        x, y = (t.to(device, non_blocking=True) for t in next(batches))
+        if mixup is not None:
+            x, y = mixup(x, y)
+        with autocast(device, dtype):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
+def reference_throughput(images, labels, args, config: TrainConfig) -> float:
+    """images/s of the textbook loop: PIL + torchvision transforms per sample in a
+    DataLoader, timm's Mixup/CutMix on each batch."""
     transform = T.Compose(
         [
             T.Resize((args.image_size, args.image_size)),
@@ -79,62 +109,21 @@ def reference_throughput(images, labels, args, config: TrainConfig) -> float:
         shuffle=True,
         num_workers=args.workers,
         drop_last=True,
-        pin_memory=device.type == "cuda",
+        pin_memory=resolve_device(args.device).type == "cuda",
         persistent_workers=args.workers > 0,
     )
-    torch.manual_seed(0)
-    model = build_model(config.model, args.image_size).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.3, label_smoothing=0.1, num_classes=7)
-    model.train()
-    done, started = 0, None
-    while done < args.warmup + args.steps:
-        for x, y in loader:
-            if done == args.warmup:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                started = time.perf_counter()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            x, y = mixup(x, y)
-            with autocast(device, dtype):
-                loss = F.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            done += 1
-            if done == args.warmup + args.steps:
-                break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return args.steps * args.batch_size / (time.perf_counter() - started)
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch
+    return timed_steps(batches, args, config, mixup)
 
 
 def model_step_throughput(args, config: TrainConfig) -> float:
-    """images/s of the model's training step alone (forward, backward, AdamW) on one
-    fixed batch: the ceiling that no data path can beat."""
+    """images/s of the same step on one fixed batch, with no data path: the ceiling
+    that no input pipeline can beat."""
     device = resolve_device(args.device)
-    dtype = autocast_dtype(args.precision, device)
-    torch.manual_seed(0)
-    model = build_model(config.model, args.image_size).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, 7, (args.batch_size,), device=device)
-    model.train()
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        with autocast(device, dtype):
-            loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return args.steps * args.batch_size / (time.perf_counter() - started)
+    return timed_steps(itertools.repeat((x, y)), args, config)
 
 
 def main() -> None:

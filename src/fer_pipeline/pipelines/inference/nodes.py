@@ -15,6 +15,8 @@ from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.serving.recognise import recogniser_from_params
 
 logger = logging.getLogger(__name__)
+FACE_COLUMNS = ("path", "face_index", "x", "y", "w", "h", "label")
+"""The columns before the probabilities (``p_<class>``) of ``inference_faces``."""
 
 
 def predicted_faces(
@@ -42,34 +44,12 @@ def predicted_faces(
         if not faces:
             no_face.append(path)
         for index, face in enumerate(faces):
-            x, y, w, h = face["box"]
-            probs = {f"p_{c}": p for c, p in face["probabilities"].items()}
-            rows.append(
-                {
-                    "path": path,
-                    "face_index": index,
-                    "x": x,
-                    "y": y,
-                    "w": w,
-                    "h": h,
-                    "label": face["label"],
-                    **probs,
-                }
-            )
-    columns = [
-        "path",
-        "face_index",
-        "x",
-        "y",
-        "w",
-        "h",
-        "label",
-        *(f"p_{c}" for c in model.spec["classes"]),
-    ]
+            rows.append((path, index, *face["box"], face["label"], *face["probabilities"].values()))
+    columns = [*FACE_COLUMNS, *(f"p_{c}" for c in model.spec["classes"])]
     report = {
         "images": len(images),
         "faces": len(rows),
-        "images_with_faces": len({r["path"] for r in rows}),
+        "images_with_faces": len({r[0] for r in rows}),
         "no_face": no_face,
         "unreadable": unreadable,
         "model": {k: model.spec.get(k) for k in ("name", "image_size", "val_accuracy")},
