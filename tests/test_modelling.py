@@ -8,25 +8,52 @@ import timm
 import torch
 
 from fer_pipeline.datasets import ModelBundleDataset
-from fer_pipeline.modelling.augment import BatchAugment, TargetMixer, normalise
+from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
+from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.metrics import calibration, classification_report, macro_f1, per_class
-from fer_pipeline.modelling.models import ModelBundle, build_model
-from fer_pipeline.modelling.schedule import lr_at
-from fer_pipeline.modelling.train import TrainConfig
+from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
+from fer_pipeline.modelling.runtime import normalise
+from fer_pipeline.modelling.train import setup
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
 
-def test_warmup_spans_epochs_then_cosine_decays():
-    kwargs = {"steps_per_epoch": 100, "epochs": 10, "warmup_epochs": 2, "lr": 1e-3, "min_lr": 1e-5}
-    lrs = [lr_at(step, **kwargs) for step in range(1000)]
-    assert lrs[0] == pytest.approx(1e-3 / 200)
-    assert lrs[99] == pytest.approx(1e-3 / 2)  # halfway through warmup after one epoch
-    assert lrs[199] == pytest.approx(1e-3)
+def test_warmup_spans_the_configured_epochs_then_cosine_decays():
+    """timm's scheduler, stepped per update: 100 updates per epoch, warmup 2 epochs."""
+    config = TrainConfig(
+        model="fer_cnn", image_size=16, epochs=10, batch_size=10, warmup_epochs=2,
+        lr=1e-3, min_lr=1e-5, device="cpu",
+    )  # fmt: skip
+    trainer = setup(config, train_size=1000)
+    assert trainer.steps_per_epoch == 100
+    lrs = []
+    for update in range(1, 1001):
+        trainer.scheduler.step_update(num_updates=update)
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
     assert all(a < b for a, b in zip(lrs[:199], lrs[1:200]))  # rises for 2 epochs
-    assert all(a >= b for a, b in zip(lrs[200:], lrs[201:]))  # then only falls
-    assert lrs[600] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))  # cosine midpoint
-    assert lrs[-1] == pytest.approx(1e-5, abs=1e-7)
+    assert lrs[99] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # half-way after 1 epoch
+    assert lrs[199] == pytest.approx(1e-3)  # the peak after 2 epochs
+    assert all(a >= b for a, b in zip(lrs[199:], lrs[200:]))  # then only falls
+    assert lrs[599] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # cosine half-way
+    assert lrs[-1] == pytest.approx(1e-5)
+
+
+def test_no_weight_decay_for_what_the_model_exempts():
+    """timm's optimizer factory: a ViT's pos_embed and cls_token (named by its
+    no_weight_decay()), norms and biases get none; weight matrices get the configured."""
+    config = TrainConfig(image_size=32, weight_decay=0.05, device="cpu")
+    trainer = setup(config, train_size=64)
+    decay_of = {
+        id(p): group["weight_decay"]
+        for group in trainer.optimizer.param_groups
+        for p in group["params"]
+    }
+    named = dict(trainer.model.named_parameters())
+    assert len(decay_of) == len(named)
+    for name in ("pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"):
+        assert decay_of[id(named[name])] == 0.0, name
+    for name in ("blocks.0.attn.qkv.weight", "patch_embed.proj.weight", "head.weight"):
+        assert decay_of[id(named[name])] == 0.05, name
 
 
 def test_augment_shapes_and_identity():
@@ -49,7 +76,7 @@ def test_mixing_keeps_targets_distributions(mixup_alpha, cutmix_alpha):
     x = torch.rand(8, 3, 16, 16)
     original = x.clone()
     targets = torch.eye(7)[torch.tensor([0, 1, 2, 3, 4, 5, 6, 1])]  # 0 pairs with 7
-    mixer = TargetMixer(7, mixup_alpha, cutmix_alpha, prob=1.0, smoothing=0.1)
+    mixer = SoftTargetMixer(7, mixup_alpha, cutmix_alpha, prob=1.0, smoothing=0.1)
     mixed_x, mixed = mixer(x, targets)
     torch.testing.assert_close(mixed.sum(1), torch.ones(8))
     assert not torch.equal(mixed_x, original)
@@ -61,7 +88,7 @@ def test_mixing_keeps_targets_distributions(mixup_alpha, cutmix_alpha):
 
 def test_smoothing_without_mixing():
     targets = torch.eye(7)[[3]]
-    _, out = TargetMixer(7, smoothing=0.2)(torch.zeros(1, 3, 4, 4), targets)
+    _, out = SoftTargetMixer(7, smoothing=0.2)(torch.zeros(1, 3, 4, 4), targets)
     expected = torch.full((1, 7), 0.2 / 7)
     expected[0, 3] += 0.8
     torch.testing.assert_close(out, expected)
@@ -89,14 +116,7 @@ def test_metrics_against_hand_computed_values():
 def _bundle(image_size: int = 32) -> ModelBundle:
     torch.manual_seed(0)
     model = build_model("vit_tiny_patch16_224", image_size)
-    spec = {
-        "name": "vit_tiny_patch16_224",
-        "image_size": image_size,
-        "model_kwargs": {},
-        "mean": MEAN,
-        "std": STD,
-        "classes": ["x"] * 7,
-    }
+    spec = ModelSpec("vit_tiny_patch16_224", image_size, MEAN, STD, classes=["x"] * 7)
     return ModelBundle(spec=spec, state_dict=model.state_dict())
 
 
@@ -132,14 +152,28 @@ def test_pretrained_sources(tmp_path, monkeypatch):
         build_model("vit_tiny_patch16_224", 64, pretrained=True)
 
 
-def test_training_parameters_are_checked():
-    with pytest.raises(ValueError, match="unknown training parameter.*warmup_steps"):
-        TrainConfig.from_dict({"warmup_steps": 5})
-    with pytest.raises(ValueError, match="precision must be one of"):
-        TrainConfig.from_dict({"precision": "fp8"})
-    with pytest.raises(ValueError, match="data_on_device must be one of"):
-        TrainConfig.from_dict({"data_on_device": "yes"})
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"warmup_steps": 5}, "unknown training parameter.*warmup_steps"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"data_on_device": "yes"}, "data_on_device must be one of"),
+        ({"monitor": "val_acc"}, "monitor must be one of"),
+        ({"balance": "oversample"}, "balance must be one of"),
+        ({"lr": "fast"}, "lr must be a number"),
+        ({"epochs": 0}, "epochs must be > 0"),
+        ({"epochs": 3, "warmup_epochs": 5}, "warmup_epochs must be between"),
+        ({"mixup_alpha": 0, "cutmix_alpha": 0}, "mix_prob > 0 needs"),
+    ],
+)
+def test_training_parameters_are_checked(params, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(params)
+
+
+def test_valid_training_parameters():
     assert TrainConfig.from_dict({"data_on_device": True}).data_on_device is True
+    assert TrainConfig.from_dict({"monitor": "val_macro_f1", "lr": 1}).lr == 1
 
 
 def test_the_loop_learns_real_faces(shared_data, tmp_path):

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import torch
 
-from fer_pipeline.modelling.train import TrainConfig, fit
+from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.train import fit
 
 SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
     import torch
-    from fer_pipeline.modelling.train import TrainConfig, fit
+    from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.train import fit
     data = torch.load(sys.argv[1])
     fit(*data["args"], TrainConfig(**data["config"]), checkpoint=Path(sys.argv[2]))
     """
@@ -77,7 +79,7 @@ def test_resume_after_kill(shared_data, tmp_path, monkeypatch):
 
     resumed, history = fit(*args, TrainConfig(**CONFIG), checkpoint=checkpoint)
     assert [row["epoch"] for row in history] == list(range(1, CONFIG["epochs"] + 1))
-    assert resumed.spec["epochs"] == CONFIG["epochs"]
+    assert resumed.spec.epochs == CONFIG["epochs"]
 
     straight, straight_history = fit(*args, TrainConfig(**CONFIG))
     assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in straight_history]

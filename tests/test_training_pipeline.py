@@ -10,8 +10,9 @@ import zipfile
 import mlflow
 import pandas as pd
 import pytest
+import torch
 import yaml
-from conftest import PROJECT, catalog_of, make_project
+from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.schema import CLASSES
@@ -55,7 +56,7 @@ def test_default_pipeline_writes_model_and_reports(tiny_runs):
     project, _ = tiny_runs
     catalog = catalog_of(project, env="tiny")
     model: ModelBundle = catalog.load("model")
-    assert model.spec["classes"] == list(CLASSES) and model.spec["epochs"] == 2
+    assert model.spec.classes == list(CLASSES) and model.spec.epochs == 2
     history = catalog.load("training_history")
     assert history["epoch"].tolist() == [1, 2]
     assert {"train_loss", "val_loss", "val_accuracy", "lr", "images_per_second"} <= set(history)
@@ -138,3 +139,46 @@ def test_kedro_viz_build(tiny_runs, tmp_path):
     main = (site / "api" / "main").read_text()
     for name in ("ferplus.release", "train_model", "evaluation_report", "split_faces"):
         assert name in main
+
+
+def test_bad_training_parameters_stop_the_run_before_any_node(small_raw, tmp_path, kedro_run):
+    """Kedro builds TrainConfig when it loads the parameters: a typo fails at once,
+    before ingestion writes anything."""
+    parameters = {"training": {**TINY["training"], "warmup_steps": 5}}
+    project = make_project(tmp_path / "project", small_raw, parameters=parameters)
+    with raises_in_chain(Exception, match="warmup_steps"):
+        kedro_run(project)
+    assert not [p for p in (project / "data").rglob("*") if p.is_file()]
+
+
+def test_checkpoint_kept_until_the_model_is_saved(small_raw, tmp_path, kedro_run):
+    """A run whose model cannot be saved keeps its checkpoint; the same run started
+    again resumes from it (no epoch trained again), saves the model, then removes it."""
+    project = make_project(tmp_path / "project", small_raw, parameters=TINY)
+    kedro_run(project, "data_processing")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the model's folder should be")
+    local = project / "conf/local/catalog.yml"
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "type": "fer_pipeline.datasets.ModelBundleDataset",
+                    "filepath": str(blocker / "model.safetensors"),
+                    "versioned": True,
+                }
+            }
+        )
+    )
+    with pytest.raises(Exception):  # noqa: B017 (Kedro wraps the OS error)
+        kedro_run(project, "training")
+    checkpoints = list((project / "data/06_models/checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 1
+    finished = torch.load(checkpoints[0], weights_only=True)["epoch"]
+    assert finished == TINY["training"]["epochs"]
+
+    local.unlink()
+    kedro_run(project, "training")
+    assert not list((project / "data/06_models/checkpoints").glob("*.pt"))
+    model = catalog_of(project).load("model")
+    assert model.spec.epochs == TINY["training"]["epochs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -39,3 +40,20 @@ class MlflowArtifactsHook:
         else:
             mlflow.log_dict(data, path)
         logger.info("Logged %s to MLflow as %s", dataset_name, path)
+
+
+class DataclassParamsHook:
+    """Logs the fields of node parameters that Kedro validated into dataclasses (the
+    training recipe) as flat MLflow parameters, ``training.lr`` and so on, defaults
+    included: kedro-mlflow flattens only dicts."""
+
+    @hook_impl
+    def before_node_run(self, node: Any, inputs: dict[str, Any]) -> None:
+        if mlflow.active_run() is None:
+            return
+        for name, value in inputs.items():
+            if name.startswith("params:") and dataclasses.is_dataclass(value):
+                prefix = name.removeprefix("params:")
+                mlflow.log_params(
+                    {f"{prefix}.{k}": v for k, v in dataclasses.asdict(value).items()}
+                )

@@ -4,9 +4,9 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
-from fer_pipeline.hooks import MlflowArtifactsHook
+from fer_pipeline.hooks import DataclassParamsHook, MlflowArtifactsHook
 
-HOOKS = (MlflowArtifactsHook(),)
+HOOKS = (MlflowArtifactsHook(), DataclassParamsHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -1,4 +1,5 @@
-"""Batched augmentation on the tensors' own device: flips, affine, Mixup/CutMix."""
+"""Batched augmentation on the tensors' own device: flips and affine transforms, and
+Mixup/CutMix of soft targets."""
 
 from __future__ import annotations
 
@@ -9,15 +10,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 
-
-def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 or [0, 1] float images -> normalised float32, channels-last."""
-    x = images.float()
-    if images.dtype == torch.uint8:
-        x = x / 255.0
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+from fer_pipeline.modelling.runtime import normalise
 
 
 class BatchAugment:
@@ -60,11 +53,13 @@ class BatchAugment:
         return normalise(x, self.mean, self.std)
 
 
-class TargetMixer:
-    """Label smoothing, then timm's batch Mixup/CutMix on images and (soft) targets.
+class SoftTargetMixer:
+    """Label smoothing, then timm's batch Mixup/CutMix on images and soft targets.
 
-    timm's ``Mixup`` one-hot encodes integer labels; here its image mixing is used with
-    targets that may already be distributions (the FER+ ``probability`` policy).
+    Hard labels go through timm's ``Mixup`` itself. Its public call one-hot encodes
+    integer labels, so it cannot mix targets that are already distributions (the FER+
+    ``probability`` vote policy); this uses its image mixing (``_mix_batch``) and mixes
+    the distributions with the same weight.
     """
 
     def __init__(

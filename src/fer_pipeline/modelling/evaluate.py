@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fer_pipeline.modelling.augment import BatchAugment, normalise  # noqa: E402
+from fer_pipeline.modelling.augment import BatchAugment  # noqa: E402
 from fer_pipeline.modelling.models import ModelBundle  # noqa: E402
-from fer_pipeline.modelling.train import (  # noqa: E402
+from fer_pipeline.modelling.runtime import (  # noqa: E402
     autocast_dtype,
+    normalise,
     predict_logits,
     resolve_device,
 )
@@ -38,7 +39,7 @@ def predict_proba(
     torch_device = resolve_device(device)
     dtype = autocast_dtype(precision, torch_device)
     model = bundle.build().to(torch_device).to(memory_format=torch.channels_last)
-    mean, std = bundle.spec["mean"], bundle.spec["std"]
+    mean, std = bundle.spec.mean, bundle.spec.std
 
     def run(transform: Any = None) -> torch.Tensor:
         logits = predict_logits(

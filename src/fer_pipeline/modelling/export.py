@@ -15,7 +15,7 @@ OPSET = 17
 
 
 def _example(bundle: ModelBundle) -> torch.Tensor:
-    size = bundle.spec["image_size"]
+    size = bundle.spec.image_size
     return torch.zeros(1, 3, size, size)
 
 

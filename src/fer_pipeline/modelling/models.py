@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from fer_pipeline.schema import CLASSES
@@ -52,6 +54,44 @@ class FerCNN(nn.Module):
         return self.head(self.features(x))
 
 
+def _fer_resnet(variant: str, pretrained: bool, width: int, **kwargs: Any) -> ResNet:
+    model = build_model_with_cfg(
+        ResNet,
+        variant,
+        pretrained,
+        block=BasicBlock,
+        layers=(2, 2, 2, 2),
+        channels=(width, 2 * width, 4 * width, 8 * width),
+        stem_width=width,
+        **kwargs,
+    )
+    # timm's stem divides the side by 4 (stride-2 conv, then max-pool): a 48 px face
+    # would reach the first stage at 12 px. Without the pool it keeps 24 px.
+    model.maxpool = nn.Identity()
+    return model
+
+
+# timm's registry reads a module's `default_cfgs` when it registers its models.
+default_cfgs = generate_default_cfgs(
+    {
+        "fer_resnet18": {
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+            "input_size": (3, 48, 48),
+            "pool_size": (6, 6),
+            "num_classes": len(CLASSES),
+        }
+    }
+)
+
+
+@register_model
+def fer_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 at half width (32-256 channels), stem without max-pool: for 48-64 px
+    faces, 2.8M parameters."""
+    return _fer_resnet("fer_resnet18", pretrained, width=32, **kwargs)
+
+
 def _timm_model(name: str, image_size: int, pretrained: bool | str, **kwargs: Any) -> nn.Module:
     args: dict[str, Any] = {"num_classes": len(CLASSES), **kwargs}
     if isinstance(pretrained, str):
@@ -87,29 +127,53 @@ def build_model(
 
 
 @dataclass
+class ModelSpec:
+    """What rebuilds a trained model and feeds it, and the facts of its training."""
+
+    name: str
+    """``fer_cnn`` or a timm model name."""
+    image_size: int
+    mean: list[float]
+    """Normalisation of ``[0, 1]`` RGB input, per channel."""
+    std: list[float]
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    """Epochs trained; the facts below are those of the best epoch, the one kept."""
+    best_epoch: int | None = None
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    train_images: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
 class ModelBundle:
     """A trained model's weights and everything needed to rebuild and feed it."""
 
-    spec: dict[str, Any]
-    """``name``, ``image_size``, ``model_kwargs``, ``mean``, ``std``, ``classes`` and
-    training facts (``epochs``, ``best_epoch``, ``val_accuracy``...)."""
+    spec: ModelSpec
     state_dict: dict[str, torch.Tensor] = field(repr=False)
 
     def build(self) -> nn.Module:
         """The model in eval mode on the CPU, weights loaded."""
-        model = build_model(
-            self.spec["name"], self.spec["image_size"], **self.spec.get("model_kwargs", {})
-        )
+        model = build_model(self.spec.name, self.spec.image_size, **self.spec.model_kwargs)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
     def save(self, path: str | Path) -> None:
         """One safetensors file; the spec goes in its metadata."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
-        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(self.spec)})
+        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(self.spec.to_dict())})
 
     @classmethod
     def load(cls, path: str | Path) -> ModelBundle:
         with safe_open(str(path), framework="pt") as f:
-            spec = json.loads(f.metadata()[_META_KEY])
+            spec = ModelSpec.from_dict(json.loads(f.metadata()[_META_KEY]))
         return cls(spec=spec, state_dict=load_file(str(path)))

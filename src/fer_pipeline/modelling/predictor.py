@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.modelling.runtime import predict_logits, resolve_device
 from fer_pipeline.modelling.tensors import resized_rgb
-from fer_pipeline.modelling.train import predict_logits, resolve_device
 
 
 class Predictor:
@@ -23,7 +23,7 @@ class Predictor:
         self, bundle: ModelBundle, device: str = "cpu", batch_size: int = 64, backend: str = "torch"
     ):
         self.bundle, self.batch_size, self.backend = bundle, batch_size, backend
-        self.classes: list[str] = bundle.spec["classes"]
+        self.classes: list[str] = bundle.spec.classes
         if backend == "onnx":
             import onnxruntime
 
@@ -43,9 +43,9 @@ class Predictor:
         if not crops:
             return np.empty((0, len(self.classes)), dtype=np.float32)
         spec = self.bundle.spec
-        batch = np.stack([resized_rgb(c, spec["image_size"]) for c in crops])
+        batch = np.stack([resized_rgb(c, spec.image_size) for c in crops])
         if self.backend == "onnx":  # NumPy only: torch's idle threads would slow ORT down
-            mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
+            mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
             x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
             x *= (1 / (255 * std))[:, None, None]  # in place: 8x faster than (x/255-mean)/std
             x += (-mean / std)[:, None, None]
@@ -55,6 +55,6 @@ class Predictor:
         images = torch.from_numpy(batch).permute(0, 3, 1, 2)
         with torch.inference_mode():
             logits = predict_logits(
-                self.model, images, spec["mean"], spec["std"], self.device, self.batch_size
+                self.model, images, spec.mean, spec.std, self.device, self.batch_size
             )
         return logits.softmax(1).numpy()

@@ -110,10 +110,10 @@ def create_app(
         spec = state["recogniser"].predictor.bundle.spec
         return {
             "status": "ok",
-            "model": spec["name"],
+            "model": spec.name,
             "version": state["version"],
-            "image_size": spec["image_size"],
-            "classes": spec["classes"],
+            "image_size": spec.image_size,
+            "classes": spec.classes,
         }
 
     @app.post("/predict")

@@ -25,12 +25,12 @@ def evaluate_model(
     the report, its headline figures for MLflow, the confusion matrices, the
     reliability diagrams and the per-image test predictions."""
     tta_views = evaluation["tta_views"] if evaluation["tta"] else None
-    report: dict[str, Any] = {"model": model.spec}
+    report: dict[str, Any] = {"model": model.spec.to_dict()}
     calibrations, matrices = {}, {}
     predictions = None
     for name, frame in (("val", val), ("test", test)):
         images = images_to_tensor(
-            list(frame["image"]), model.spec["image_size"], desc=f"decode {name}"
+            list(frame["image"]), model.spec.image_size, desc=f"decode {name}"
         )
         plain, tta = predict_proba(
             model,

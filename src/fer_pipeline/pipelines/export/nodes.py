@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_pipeline.modelling.augment import normalise
 from fer_pipeline.modelling.export import onnx_logits, to_onnx, to_torchscript, torchscript_logits
 from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.modelling.runtime import normalise
 from fer_pipeline.modelling.tensors import images_to_tensor
 
 
@@ -21,8 +21,8 @@ def exported_models(
     images: the largest absolute logit difference from PyTorch of each export. Fails
     when either exceeds ``tolerance``."""
     sample = test.sample(min(export["parity_images"], len(test)), random_state=export["seed"])
-    images = images_to_tensor(list(sample["image"]), model.spec["image_size"], desc="parity")
-    x = normalise(images, model.spec["mean"], model.spec["std"]).contiguous()
+    images = images_to_tensor(list(sample["image"]), model.spec.image_size, desc="parity")
+    x = normalise(images, model.spec.mean, model.spec.std).contiguous()
     with torch.no_grad():
         reference = model.build()(x).numpy()
     onnx_model, script_model = to_onnx(model), to_torchscript(model)
@@ -40,12 +40,12 @@ def exported_models(
         "images": len(sample),
         "tolerance": export["tolerance"],
         "max_abs_logit_difference": diffs,
-        "model": model.spec["name"],
+        "model": model.spec.name,
         "input": {
-            "shape": ["batch", 3, model.spec["image_size"], model.spec["image_size"]],
-            "mean": model.spec["mean"],
-            "std": model.spec["std"],
-            "classes": model.spec["classes"],
+            "shape": ["batch", 3, model.spec.image_size, model.spec.image_size],
+            "mean": model.spec.mean,
+            "std": model.spec.std,
+            "classes": model.spec.classes,
         },
     }
     return onnx_model, script_model, report

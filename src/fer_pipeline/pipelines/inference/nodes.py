@@ -45,14 +45,14 @@ def predicted_faces(
             no_face.append(path)
         for index, face in enumerate(faces):
             rows.append((path, index, *face["box"], face["label"], *face["probabilities"].values()))
-    columns = [*FACE_COLUMNS, *(f"p_{c}" for c in model.spec["classes"])]
+    columns = [*FACE_COLUMNS, *(f"p_{c}" for c in model.spec.classes)]
     report = {
         "images": len(images),
         "faces": len(rows),
         "images_with_faces": len({r[0] for r in rows}),
         "no_face": no_face,
         "unreadable": unreadable,
-        "model": {k: model.spec.get(k) for k in ("name", "image_size", "val_accuracy")},
+        "model": {k: getattr(model.spec, k) for k in ("name", "image_size", "val_accuracy")},
         "detector": inference["detector"],
     }
     logger.info(

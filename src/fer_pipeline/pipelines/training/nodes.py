@@ -5,24 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
+from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
 from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.modelling.train import TrainConfig, fit
+from fer_pipeline.modelling.train import fit
 from fer_pipeline.schema import CLASSES
 
 logger = logging.getLogger(__name__)
-RUN_KEYS = ("train_subset", "checkpoint_dir")
-"""Training parameters about the run rather than the recipe."""
 
 
 def _subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
@@ -38,20 +37,20 @@ def _subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
 
 
 def train_model(
-    train: pd.DataFrame, val: pd.DataFrame, training: dict[str, Any]
-) -> tuple[ModelBundle, pd.DataFrame]:
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig
+) -> tuple[ModelBundle, pd.DataFrame, str]:
     """Train the configured model on ``train``, validating on ``val`` every epoch;
-    returns the best model and the per-epoch history.
+    returns the best model, the per-epoch history and the checkpoint's path.
 
     A checkpoint keyed by the parameters and the training images is written after every
-    epoch under ``checkpoint_dir``; the same run started again resumes from it.
+    epoch under ``checkpoint_dir``; the same run started again resumes from it. It is
+    removed by ``remove_checkpoint`` once the model is saved.
     """
-    config = TrainConfig.from_dict({k: v for k, v in training.items() if k not in RUN_KEYS})
-    train = _subset(train, training.get("train_subset"), config.seed)
+    train = _subset(train, config.train_subset, config.seed)
     key = hashlib.sha256(
-        (json.dumps(training, sort_keys=True) + "".join(train["pixel_hash"])).encode()
+        (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
     ).hexdigest()[:16]
-    checkpoint = Path(training["checkpoint_dir"]) / f"{key}.pt"
+    checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
     if config.soft_targets:
         targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
     else:
@@ -65,9 +64,14 @@ def train_model(
         config,
         checkpoint,
     )
-    checkpoint.unlink(missing_ok=True)  # finished: the versioned model takes its place
-    bundle.spec["train_images"] = len(train)
-    return bundle, pd.DataFrame(history)
+    return bundle, pd.DataFrame(history), str(checkpoint)
+
+
+def remove_checkpoint(model: ModelBundle, checkpoint: str) -> None:
+    """Deletes the finished run's checkpoint; takes the saved ``model`` as input so that
+    it runs only once the versioned model is on disk."""
+    Path(checkpoint).unlink(missing_ok=True)
+    logger.info("Model %s saved; removed its checkpoint %s", model.spec.name, checkpoint)
 
 
 def training_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:

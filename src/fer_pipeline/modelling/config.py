@@ -1,0 +1,103 @@
+"""The training recipe: every parameter, its default, and the checks run before any work.
+
+This dataclass is the one place for the defaults; ``conf/base/parameters_training.yml``
+sets only what a Kedro run changes, and the node's type hint makes Kedro build and check
+it before the first node runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BALANCE_CHOICES = ("none", "sampler", "loss")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+MONITOR_CHOICES = ("val_accuracy", "val_macro_f1")
+"""Logged metrics that pick the best epoch (higher is better)."""
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (defaults: the flagship ViT-Tiny run for a GPU)."""
+
+    # The model
+    model: str = "vit_tiny_patch16_224"  # any timm model name, fer_resnet18, or fer_cnn
+    image_size: int = 224  # timm resizes ViT position embeddings to it
+    pretrained: bool | str = False  # false | true (timm's download) | path of a weights file
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {drop_path_rate: 0.1}
+    mean: list[float] | None = None  # normalisation; None: the model's own (timm data config)
+    std: list[float] | None = None
+    # Optimisation: AdamW (timm's factory), cosine schedule per update after a linear warmup
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 3e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05  # not on norms, biases, or what the model's no_weight_decay() names
+    warmup_epochs: float = 5.0  # epochs, not steps
+    grad_clip: float = 1.0  # max gradient norm; 0: off
+    ema_decay: float = 0.0  # EMA of weights (e.g. 0.9998); 0: off
+    # Augmentation, on the device, per batch
+    hflip: float = 0.5  # probability
+    rotation: float = 10.0  # degrees, +/-
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])  # random zoom
+    translate: float = 0.05  # fraction of the side, +/-
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 1.0
+    mix_prob: float = 0.3  # probability that a batch is mixed; 0: no Mixup/CutMix
+    switch_prob: float = 0.5  # CutMix instead of Mixup
+    # Targets and loss
+    label_smoothing: float = 0.1
+    soft_targets: bool = False  # train on soft_label (with FER+ vote_policy: probability)
+    balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class weights)
+    balance_power: float = 1.0  # class weight = frequency ** -power (0.5: 1/sqrt)
+    # The run
+    early_stopping_patience: int = 0  # epochs without a better `monitor`; 0: off
+    monitor: str = "val_accuracy"  # picks the best epoch, whose weights are kept
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16, or fp16 with a grad scaler, on CUDA; fp32 on CPU)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    data_on_device: bool | str = "auto"  # keep the uint8 training set on the GPU when it fits
+    eval_batch_size: int = 256
+    train_subset: int | None = None  # a stratified sample of this many training images
+    checkpoint_dir: str = "data/06_models/checkpoints"
+
+    def __post_init__(self) -> None:
+        choices = {
+            "balance": BALANCE_CHOICES,
+            "precision": PRECISION_CHOICES,
+            "monitor": MONITOR_CHOICES,
+            "data_on_device": ("auto", True, False),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"training.{name} must be one of {allowed}, got {value!r}")
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.type in ("int", "float") and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(f"training.{spec.name} must be a number, got {value!r}")
+        positive = ("epochs", "batch_size", "image_size", "lr", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"training.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"training.warmup_epochs must be between 0 and epochs ({self.epochs}), "
+                f"got {self.warmup_epochs!r}"
+            )
+        if self.mix_prob > 0 and self.mixup_alpha <= 0 and self.cutmix_alpha <= 0:
+            raise ValueError("training.mix_prob > 0 needs mixup_alpha > 0 or cutmix_alpha > 0")
+        if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
+            raise ValueError(f"training.scale must be [low, high], got {self.scale!r}")
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> TrainConfig:
+        """From a parameters dict, naming every unknown key."""
+        unknown = sorted(set(params) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
+        return cls(**params)

@@ -1,0 +1,73 @@
+"""Running a model: the device, autocast, input normalisation and batched prediction.
+
+Training, evaluation and serving share this module; it holds no part of the training
+recipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import torch
+
+from fer_pipeline.schema import CLASSES
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a ``precision`` setting, or ``None`` for fp32; ``auto`` is
+    bf16 on CUDA where supported, else fp16 there, and fp32 on a CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> normalised float32, channels-last."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    batch_size: int = 256,
+    dtype: torch.dtype | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Logits (float32, on the CPU) of uint8 images ``(N, 3, S, S)``, in batches;
+    ``transform`` maps a uint8 batch to a normalised one (default: normalisation)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device, non_blocking=True)
+        x = transform(batch) if transform else normalise(batch, mean, std)
+        with autocast(device, dtype):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, len(CLASSES))
