@@ -36,9 +36,11 @@ import torchvision.transforms as T
 from PIL import Image
 from timm.data import Mixup
 
+from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.models import build_model
+from fer_pipeline.modelling.runtime import autocast, autocast_dtype, resolve_device
 from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.modelling.train import TrainConfig, autocast, autocast_dtype, fit, resolve_device
+from fer_pipeline.modelling.train import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/rafdb/basic/Image/aligned.zip"
 
@@ -126,7 +128,7 @@ def model_step_throughput(args, config: TrainConfig) -> float:
     return timed_steps(itertools.repeat((x, y)), args, config)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_tiny_patch16_224")
     parser.add_argument("--image-size", type=int, default=112)
@@ -144,8 +146,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the project loop")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; best kept")
-    args = parser.parse_args()
+    return parser
 
+
+def measure(args: argparse.Namespace, faces: list[bytes] | None = None) -> dict[str, float]:
+    """images/s of the project loop, the reference loop and the model step alone (the
+    best of ``args.rounds`` each), on ``faces`` (encoded images) or RAF-DB's zip."""
     config = TrainConfig(
         model=args.model,
         image_size=args.image_size,
@@ -158,7 +164,12 @@ def main() -> None:
         compile=args.compile,
         ema_decay=0.0,
     )
-    images, labels = real_faces(args.data, args.steps * args.batch_size)
+    count = args.steps * args.batch_size
+    if faces is None:
+        images, labels = real_faces(args.data, count)
+    else:
+        images = [faces[i % len(faces)] for i in range(count)]
+        labels = torch.randint(0, 7, (count,), generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
     tensor = images_to_tensor(images, args.image_size)
     decode = time.perf_counter() - started
@@ -189,7 +200,14 @@ def main() -> None:
         f"model step alone, no data path: {ceiling:.1f} images/s, so no loop can beat "
         f"{ceiling / reference:.2f}x here (the project's loop reaches {project / ceiling:.0%})"
     )
+    return {
+        "device": name,
+        "project_images_per_second": project,
+        "reference_images_per_second": reference,
+        "ratio": project / reference,
+        "model_step_images_per_second": ceiling,
+    }
 
 
 if __name__ == "__main__":
-    main()
+    measure(parser().parse_args())

@@ -132,3 +132,24 @@ def test_skipped_rows_are_counted_as_dropped():
     )
     _, dropped = labelled_faces(_faces(labels=[1]), skipped, PARAMS["rafdb"]["labels"])
     assert dropped["reason"].tolist() == ["no_image_name"]
+
+
+def test_test_rows_keep_majority_labels_whatever_trains():
+    """With vote_policy probability, the official test rows are still labelled (and
+    dropped) by test_vote_policy: majority, so both runs score on one test set."""
+    faces = pd.concat([_faces(CASES), _faces(CASES).assign(source_split="test")])
+    faces["source_id"] = [f"{split}{i}" for split, i in zip(faces["source_split"], range(14))]
+    labels = {**PARAMS["ferplus"]["labels"], "vote_policy": "probability"}
+    assert labels["test_vote_policy"] == "majority"
+    labelled, dropped = labelled_faces(faces, SKIPPED, labels)
+    test = labelled[labelled["source_split"] == "test"]
+    majority, _ = _run("majority")
+    assert test["label_name"].tolist() == majority["label_name"].tolist()  # neutral, fear
+    assert len(labelled[labelled["source_split"] == "train"]) == 5  # probability keeps 5
+    assert set(dropped.loc[dropped["source_split"] == "test", "reason"]) == {
+        "no_majority",
+        "contempt",
+    }
+    labels["test_vote_policy"] = None  # off: the test rows follow vote_policy
+    labelled, _ = labelled_faces(faces, SKIPPED, labels)
+    assert (labelled["source_split"] == "test").sum() == 5

@@ -65,7 +65,7 @@ def test_validation_is_stratified_seeded_and_only_from_pools_without_val():
     assert set(other[1]["source_id"]) != set(val["source_id"])
 
 
-def test_augmentation_moves_donor_images_once_to_the_target():
+def test_neutral_top_up_moves_donor_images_once_to_the_target():
     donor = _faces([("ferplus", f"f{i:02d}", "train", 4, f"f{i}") for i in range(20)]).assign(
         label_name="neutral"
     )
@@ -73,18 +73,18 @@ def test_augmentation_moves_donor_images_once_to_the_target():
         [("rafdb", f"r{i}", "train", 3, f"r{i}") for i in range(8)]
         + [("rafdb", f"n{i}", "train", 4, f"n{i}") for i in range(3)]
     ).assign(label_name=["happiness"] * 8 + ["neutral"] * 3)
-    augmentation = {
+    top_up = {
         "donor": "ferplus",
         "recipient": "rafdb",
         "label": "neutral",
         "target": "largest_class",
         "seed": 1,
     }
-    faces, summary = merged_faces(augmentation, donor, recipient, donor.iloc[:0])
-    assert summary["augmentation"]["added"] == 5
+    faces, summary = merged_faces(top_up, donor, recipient, donor.iloc[:0])
+    assert summary["neutral_top_up"]["added"] == 5
     assert summary["sources_used"] == ["ferplus", "rafdb"]
     assert (faces.query("pool == 'rafdb'")["label_name"] == "neutral").sum() == 8
-    again, _ = merged_faces(augmentation, donor, recipient)
+    again, _ = merged_faces(top_up, donor, recipient)
     assert again["pool"].tolist() == faces["pool"].tolist()
-    off, summary = merged_faces({**augmentation, "target": 0}, donor, recipient)
-    assert summary["augmentation"]["added"] == 0 and (off["pool"] == off["source"]).all()
+    off, summary = merged_faces({**top_up, "target": 0}, donor, recipient)
+    assert summary["neutral_top_up"]["added"] == 0 and (off["pool"] == off["source"]).all()

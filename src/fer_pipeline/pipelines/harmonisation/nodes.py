@@ -8,26 +8,10 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline.errors import InputDataError
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS
 
 VOTE_PREFIX = "vote_"
 VOTE_POLICIES = ("majority", "plurality", "probability")
-LABELLED_COLUMNS = [
-    "source",
-    "source_id",
-    "source_split",
-    "origin",
-    "image",
-    "pixel_hash",
-    "phash",
-    "height",
-    "width",
-    "channels",
-    "label",
-    "label_name",
-    "soft_label",
-]
-DROPPED_COLUMNS = ["source", "source_id", "source_split", "origin", "reason"]
 
 
 def _key(value: Any) -> str:
@@ -73,8 +57,10 @@ def labelled_faces(
 
     ``labels`` holds ``label_map`` (source label -> class), ``drop_labels`` (source
     label -> drop reason) and, for sources with ``vote_<name>`` columns, ``vote_policy``:
-    ``majority``, ``plurality`` or ``probability`` (soft targets). A label found in
-    neither map is an error naming its origin.
+    ``majority``, ``plurality`` or ``probability`` (soft targets), and
+    ``test_vote_policy``, the one that labels the official test rows (default: the
+    same), so that runs with different policies are scored on the same test set. A
+    label found in neither map is an error naming its origin.
     """
     label_map, drop_labels = _check_labels(labels)
     vote_columns = [c for c in faces.columns if c.startswith(VOTE_PREFIX)]
@@ -88,9 +74,16 @@ def labelled_faces(
                 f"{faces['source'].iloc[0]}: vote column(s) {unmapped} have no label mapping"
             )
         votes = faces[vote_columns].to_numpy(dtype=np.int64)
-        top, reason, counted = _vote_winners(votes, labels.get("vote_policy", "majority"))
+        policy = labels.get("vote_policy", "majority")
+        top, reason, counted = _vote_winners(votes, policy)
+        test_policy = labels.get("test_vote_policy") or policy
+        if test_policy != policy:
+            is_test = (faces["source_split"] == "test").to_numpy()
+            test_top, test_reason, _ = _vote_winners(votes, test_policy)
+            top = np.where(is_test, test_top, top)
+            reason = np.where(is_test, test_reason, reason)
         source_labels = names[top] if n else np.array([], dtype=str)
-        if labels.get("vote_policy") == "probability":
+        if policy == "probability":
             to_class = np.zeros((len(names), len(CLASSES)), dtype=np.float32)
             for i, name in enumerate(names):
                 if name in label_map:
@@ -119,8 +112,8 @@ def labelled_faces(
         soft = soft[keep] / soft[keep].sum(axis=1, keepdims=True)
     labelled = faces.loc[keep].assign(
         label=label_ids, label_name=label_names, soft_label=list(soft.astype(np.float32))
-    )[LABELLED_COLUMNS]
-    dropped = faces.loc[~keep, DROPPED_COLUMNS[:-1]].assign(reason=reason[~keep])
+    )[list(LABELLED_COLUMNS)]
+    dropped = faces.loc[~keep, list(DROPPED_COLUMNS[:-1])].assign(reason=reason[~keep])
     return labelled.reset_index(drop=True), pd.concat(
-        [skipped[DROPPED_COLUMNS], dropped], ignore_index=True
+        [skipped[list(DROPPED_COLUMNS)], dropped], ignore_index=True
     )

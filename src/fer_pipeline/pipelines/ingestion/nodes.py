@@ -14,8 +14,7 @@ from fer_pipeline.images import (
     phashes,
     pixel_hash,
 )
-
-SKIPPED_COLUMNS = ["source", "source_id", "source_split", "origin", "reason"]
+from fer_pipeline.schema import DROPPED_COLUMNS
 
 
 def _fingerprint(item: np.ndarray | tuple[str, bytes]) -> tuple[str, np.ndarray, tuple]:
@@ -34,7 +33,7 @@ def faces_from_release(release: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     """Split a release table into faces (decoded once to add ``pixel_hash``, ``phash``,
     ``height``, ``width``, ``channels``) and the rows the release marks as skipped."""
     keep = release["skip_reason"].isna().to_numpy()
-    skipped = release.loc[~keep].rename(columns={"skip_reason": "reason"})[SKIPPED_COLUMNS]
+    skipped = release.loc[~keep].rename(columns={"skip_reason": "reason"})[list(DROPPED_COLUMNS)]
     faces = release.loc[keep].drop(columns=["skip_reason"]).reset_index(drop=True)
     if "pixels" in faces:
         items = list(faces.pop("pixels"))

@@ -1,4 +1,4 @@
-"""All sources' labelled faces -> one table, with the RAF-DB neutral augmentation."""
+"""All sources' labelled faces -> one table, with the RAF-DB neutral top-up."""
 
 from .pipeline import create_pipeline
 

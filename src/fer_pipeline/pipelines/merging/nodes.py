@@ -13,17 +13,17 @@ from fer_pipeline.schema import SOURCES
 logger = logging.getLogger(__name__)
 
 
-def _augment_pool(faces: pd.DataFrame, augmentation: dict[str, Any]) -> dict[str, Any]:
+def _top_up_pool(faces: pd.DataFrame, neutral_top_up: dict[str, Any]) -> dict[str, Any]:
     """Move seeded ``donor`` training images of ``label`` into the ``recipient`` pool
     until the recipient's training count of that label reaches ``target`` (an int, or
     ``largest_class``: the recipient's largest training class; 0 disables). Donor images
     with a pixel twin anywhere are not moved. Changes ``faces["pool"]`` in place."""
     donor, recipient, label = (
-        augmentation["donor"],
-        augmentation["recipient"],
-        augmentation["label"],
+        neutral_top_up["donor"],
+        neutral_top_up["recipient"],
+        neutral_top_up["label"],
     )
-    target = augmentation["target"]
+    target = neutral_top_up["target"]
     summary = {"donor": donor, "recipient": recipient, "label": label, "added": 0}
     pool_train = faces[(faces["pool"] == recipient) & (faces["source_split"] == "train")]
     if target == 0 or pool_train.empty or not (faces["source"] == donor).any():
@@ -38,7 +38,7 @@ def _augment_pool(faces: pd.DataFrame, augmentation: dict[str, Any]) -> dict[str
         & ~faces["pixel_hash"].duplicated(keep=False)
     ].sort_values("source_id")
     wanted = min(max(target - before, 0), len(candidates))
-    rng = np.random.default_rng(augmentation["seed"])
+    rng = np.random.default_rng(neutral_top_up["seed"])
     chosen = candidates.index[np.sort(rng.choice(len(candidates), size=wanted, replace=False))]
     faces.loc[chosen, "pool"] = recipient
     logger.info(
@@ -54,11 +54,11 @@ def _augment_pool(faces: pd.DataFrame, augmentation: dict[str, Any]) -> dict[str
 
 
 def merged_faces(
-    augmentation: dict[str, Any], *labelled: pd.DataFrame
+    neutral_top_up: dict[str, Any], *labelled: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """All sources' labelled faces in one table with a ``pool`` column (the source whose
     training pool a row belongs to), and a summary of the sources used and the pool
-    augmentation."""
+    top-up."""
     used = [frame for frame in labelled if len(frame)]
     if not used:
         raise ValueError("No source has any labelled faces; check the raw-data paths")
@@ -68,7 +68,7 @@ def merged_faces(
     summary = {
         "sources_used": names,
         "sources_empty": [s for s in SOURCES if s not in names],
-        "augmentation": _augment_pool(faces, augmentation),
+        "neutral_top_up": _top_up_pool(faces, neutral_top_up),
     }
     logger.info(
         "Sources used: %s; empty or absent: %s",

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 merged_faces,
-                inputs=["params:augmentation", *(f"{s}.labelled" for s in SOURCES)],
+                inputs=["params:neutral_top_up", *(f"{s}.labelled" for s in SOURCES)],
                 outputs=["faces_all", "merge_summary"],
                 name="merged_faces",
             )

@@ -11,24 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_pipeline.schema import CLASSES, SOURCES, SPLITS  # noqa: E402
+from fer_pipeline.schema import CLASSES, SOURCES, SPLIT_COLUMNS, SPLITS  # noqa: E402
 
-SPLIT_COLUMNS = [
-    "image",
-    "label",
-    "label_name",
-    "soft_label",
-    "source",
-    "source_id",
-    "source_split",
-    "pool",
-    "origin",
-    "pixel_hash",
-    "phash",
-    "height",
-    "width",
-    "channels",
-]
 _SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 
 
@@ -114,7 +98,8 @@ def split_faces(
         "duplicates": duplicates,
         "near_duplicates": _near_duplicates(faces, split, examples),
     }
-    parts = [faces.loc[split == name, SPLIT_COLUMNS].reset_index(drop=True) for name in SPLITS]
+    columns = list(SPLIT_COLUMNS)
+    parts = [faces.loc[split == name, columns].reset_index(drop=True) for name in SPLITS]
     return *parts, summary
 
 

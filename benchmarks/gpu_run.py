@@ -1,0 +1,211 @@
+"""The GPU run in one step: pack the splits here, then train and score on a GPU machine
+that has torch, timm, pandas and pyarrow but neither Kedro nor MLflow.
+
+    # here, after `kedro run --pipelines data_processing`:
+    python benchmarks/gpu_run.py pack            # -> data/gpu_pack/part-0.parquet, part-1...
+    # on the GPU machine (the device tool carries one part per call, 64 MiB each):
+    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT"
+
+``pack`` writes the latest ``train``, ``val`` and ``test`` splits as they are (encoded
+images, labels, sources) into parquet parts of at most ``--part-mib`` MiB. ``run``
+(a) measures the project's training loop against the reference loop (PIL +
+torchvision transforms + DataLoader) with ``train_throughput.py``, and (b) trains the
+recipe (``TrainConfig`` defaults: ViT-Tiny from scratch at 224 px; ``--param key=value``
+overrides any key) and prints the test accuracy per source, plain and with test-time
+augmentation, macro-F1 and minutes taken; ``results.json`` in ``--out`` holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # no install needed there
+
+from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
+from fer_pipeline.schema import SPLITS  # noqa: E402
+
+PACK_COLUMNS = ["split", "image", "label", "soft_label", "source"]
+
+
+def latest_split(project: Path, split: str) -> Path:
+    """The newest version of a split's parquet file (Kedro's versioned layout)."""
+    versions = sorted((project / f"data/05_model_input/{split}.parquet").glob("*/*.parquet"))
+    if not versions:
+        raise FileNotFoundError(
+            f"no {split} split under {project}/data/05_model_input: "
+            "run `kedro run --pipelines data_processing` first"
+        )
+    return versions[-1]
+
+
+def pack(project: Path, out: Path, part_mib: float) -> list[Path]:
+    """The splits in parquet parts of at most ``part_mib`` MiB of images each."""
+    frame = pd.concat(
+        [
+            pd.read_parquet(latest_split(project, s), columns=PACK_COLUMNS[1:]).assign(split=s)
+            for s in SPLITS
+        ],
+        ignore_index=True,
+    )[PACK_COLUMNS]
+    sizes = frame["image"].map(len).cumsum()
+    part_of = (sizes // (part_mib * 2**20)).astype(int)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("part-*.parquet"):
+        old.unlink()
+    paths = []
+    for number, part in frame.groupby(part_of):
+        path = out / f"part-{number}.parquet"
+        part.to_parquet(path, index=False)
+        paths.append(path)
+        print(f"{path}: {len(part):,} images, {path.stat().st_size / 2**20:.1f} MiB")
+    return paths
+
+
+def _override(config: TrainConfig, pairs: list[str]) -> TrainConfig:
+    """``key=value`` pairs (YAML values) over the recipe's defaults."""
+    values = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        values[key] = yaml.safe_load(value)
+    return TrainConfig.from_dict({**vars(config), **values})
+
+
+def _tta_settings() -> dict:
+    """The evaluation pipeline's test-time augmentation (one place: its parameters)."""
+    params = yaml.safe_load((ROOT / "conf/base/parameters_evaluation.yml").read_text())
+    return {k: params["evaluation"][k] for k in ("tta_views", "tta_augment")}
+
+
+def run(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    import train_throughput
+
+    from fer_pipeline.modelling.evaluate import predict_proba
+    from fer_pipeline.modelling.metrics import macro_f1
+    from fer_pipeline.modelling.tensors import images_to_tensor
+    from fer_pipeline.modelling.train import fit
+
+    parts = sorted(args.pack.glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"no part-*.parquet in {args.pack}: run `gpu_run.py pack` first")
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    splits = {s: frame[frame["split"] == s].reset_index(drop=True) for s in SPLITS}
+    print({s: len(f) for s, f in splits.items()}, flush=True)
+    results: dict = {}
+    if args.throughput_steps:
+        bench = train_throughput.parser().parse_args(
+            [
+                f"--image-size={args.throughput_image_size}",
+                f"--batch-size={args.throughput_batch_size}",
+                f"--steps={args.throughput_steps}",
+                f"--precision={args.precision}",
+                f"--device={args.device}",
+                f"--workers={min(16, os.cpu_count() or 1)}",
+                "--rounds=1",
+                *(["--compile"] if args.compile else []),
+            ]
+        )
+        train = splits["train"]
+        faces = list(train.loc[train["source"] == "rafdb", "image"]) or list(train["image"])
+        results["throughput"] = train_throughput.measure(bench, faces)
+
+    config = _override(
+        TrainConfig(device=args.device, precision=args.precision, compile=args.compile),
+        args.param,
+    )
+    started = time.perf_counter()
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    if config.train_subset and config.train_subset < len(train):
+        train = train.sample(config.train_subset, random_state=config.seed)
+    size = config.image_size
+    if config.soft_targets:
+        targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
+    else:
+        targets = torch.eye(7)[torch.from_numpy(train["label"].to_numpy())]
+    bundle, history = fit(
+        images_to_tensor(list(train["image"]), size, desc="decode train"),
+        targets,
+        images_to_tensor(list(val["image"]), size, desc="decode val"),
+        torch.from_numpy(val["label"].to_numpy()),
+        config,
+    )
+    trained = time.perf_counter() - started
+    tta = _tta_settings()
+    plain, averaged = predict_proba(
+        bundle,
+        images_to_tensor(list(test["image"]), size, desc="decode test"),
+        device=config.device,
+        precision=config.precision,
+        tta_views=tta["tta_views"],
+        tta_augment=tta["tta_augment"],
+        seed=config.seed,
+    )
+    labels = test["label"].to_numpy()
+    scores = {}
+    for kind, probs in (("plain", plain), ("tta", averaged)):
+        predicted = probs.argmax(1)
+        scores[kind] = {
+            "accuracy": float((predicted == labels).mean()),
+            "macro_f1": macro_f1(labels, predicted, 7),
+            **{
+                f"accuracy_{source}": float((predicted[rows] == labels[rows]).mean())
+                for source, rows in test.groupby("source").indices.items()
+            },
+        }
+    results["training"] = {
+        "recipe": vars(config),
+        "train_images": len(train),
+        "epochs": len(history),
+        "best_epoch": bundle.spec.best_epoch,
+        "val_accuracy": bundle.spec.val_accuracy,
+        "images_per_second": max(row["images_per_second"] for row in history),
+        "minutes_training": trained / 60,
+        "minutes_total": (time.perf_counter() - started) / 60,
+        "test": scores,
+    }
+    for kind, figures in scores.items():
+        print(f"test {kind:5s} " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+    print(f"trained in {trained / 60:.1f} min ({len(history)} epochs)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if args.save_model:
+        bundle.save(args.out / "model.safetensors")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict | list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    packing = commands.add_parser("pack", help="write the splits as parquet parts")
+    packing.add_argument("--project", type=Path, default=ROOT)
+    packing.add_argument("--out", type=Path, default=ROOT / "data/gpu_pack")
+    packing.add_argument("--part-mib", type=float, default=56, help="images per part, MiB")
+    running = commands.add_parser("run", help="throughput, then train and score")
+    running.add_argument("--pack", type=Path, default=ROOT / "data/gpu_pack")
+    running.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "data/gpu_run")))
+    running.add_argument("--device", default="auto")
+    running.add_argument("--precision", default="auto", help="auto: bf16 on a GPU")
+    running.add_argument("--compile", action="store_true", help="torch.compile both runs")
+    running.add_argument("--param", action="append", default=[], help="recipe key=value")
+    running.add_argument("--throughput-steps", type=int, default=200, help="0: skip (a)")
+    running.add_argument("--throughput-image-size", type=int, default=224)
+    running.add_argument("--throughput-batch-size", type=int, default=256)
+    running.add_argument("--save-model", action="store_true", help="also write the model")
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        return pack(args.project, args.out, args.part_mib)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
