@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     from fer_pipeline.modelling.config import TrainConfig
-from fer_pipeline.modelling.train import fit
+    from fer_pipeline.modelling.train import fit
     data = torch.load(sys.argv[1])
     fit(*data["args"], TrainConfig(**data["config"]), checkpoint=Path(sys.argv[2]))
     """
@@ -85,3 +85,19 @@ def test_resume_after_kill(shared_data, tmp_path, monkeypatch):
     assert [r["val_accuracy"] for r in history] == [r["val_accuracy"] for r in straight_history]
     for name, tensor in straight.state_dict.items():
         torch.testing.assert_close(resumed.state_dict[name], tensor, msg=name)
+
+
+def test_corrupt_checkpoint_is_set_aside_and_the_run_starts_over(
+    shared_data, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("RESUME_TMP", str(tmp_path))
+    images, targets, val_images, val_labels = _data(shared_data)
+    checkpoint = tmp_path / "ckpt" / "run.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"half a checkpoint, cut off by a full disk")
+    config = TrainConfig(**{**CONFIG, "epochs": 2})
+    with caplog.at_level("WARNING"):
+        bundle, history = fit(images[:64], targets[:64], val_images, val_labels, config, checkpoint)
+    assert "unreadable" in caplog.text and checkpoint.with_suffix(".corrupt").exists()
+    assert [row["epoch"] for row in history] == [1, 2] and bundle.spec.epochs == 2
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2  # a fresh one

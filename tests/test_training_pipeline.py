@@ -14,6 +14,7 @@ import torch
 import yaml
 from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 
+from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.schema import CLASSES
 
@@ -117,11 +118,17 @@ def test_mlflow_runs_compare_and_the_model_predicts(tiny_runs, shared_data):
     assert out[list(CLASSES)].sum(axis=1).round(4).tolist() == [1.0, 1.0]
 
 
-def test_quick_environment_overrides_only_what_it_names():
-    base = yaml.safe_load((PROJECT / "conf/base/parameters_training.yml").read_text())["training"]
-    quick = yaml.safe_load((PROJECT / "conf/quick/parameters_training.yml").read_text())["training"]
-    assert set(quick) < set(base)
-    assert quick["image_size"] < base["image_size"] and quick["epochs"] < base["epochs"]
+@pytest.mark.parametrize("env", ["quick", "cpu"])
+def test_environments_name_valid_recipe_keys(env):
+    """Each environment's recipe is valid and overrides only what it names: the rest
+    comes from TrainConfig's defaults."""
+    named = yaml.safe_load((PROJECT / f"conf/{env}/parameters_training.yml").read_text())
+    config = TrainConfig.from_dict(named["training"])
+    assert config.image_size < TrainConfig().image_size and config.epochs < TrainConfig().epochs
+    assert (
+        config.model == "fer_resnet18"
+        and config.warmup_epochs == named["training"]["warmup_epochs"]
+    )
 
 
 def test_kedro_viz_build(tiny_runs, tmp_path):
