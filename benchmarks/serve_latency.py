@@ -30,8 +30,7 @@ from kedro.io import Version
 from fer_pipeline.datasets import ModelBundleDataset
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
-from fer_pipeline.modelling.models import ModelBundle, build_model
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.serving.local import local_server
 
 FACES = PROJECT.parent / "shared/data/rafdb/basic/Image/aligned.zip"
@@ -61,14 +60,7 @@ def throwaway_project(root: Path, model: str, size: int) -> Path:
     """A scratch project whose latest model is an untrained ``model`` at ``size``."""
     scratch_project(root)
     net = build_model(model, size)
-    spec = {
-        "name": model,
-        "image_size": size,
-        "model_kwargs": {},
-        "mean": [0.5] * 3,
-        "std": [0.5] * 3,
-        "classes": list(CLASSES),
-    }
+    spec = ModelSpec(name=model, image_size=size, mean=[0.5] * 3, std=[0.5] * 3)
     dataset = ModelBundleDataset(
         str(root / "data/06_models/model.safetensors"), version=Version(None, None)
     )

@@ -160,7 +160,8 @@ def test_pretrained_sources(tmp_path, monkeypatch):
         ({"data_on_device": "yes"}, "data_on_device must be one of"),
         ({"monitor": "val_acc"}, "monitor must be one of"),
         ({"balance": "oversample"}, "balance must be one of"),
-        ({"lr": "fast"}, "lr must be a number"),
+        ({"lr": "fast"}, "lr must be float"),
+        ({"epochs": 2.5}, "epochs must be int"),
         ({"epochs": 0}, "epochs must be > 0"),
         ({"epochs": 3, "warmup_epochs": 5}, "warmup_epochs must be between"),
         ({"mixup_alpha": 0, "cutmix_alpha": 0}, "mix_prob > 0 needs"),
@@ -173,7 +174,8 @@ def test_training_parameters_are_checked(params, message):
 
 def test_valid_training_parameters():
     assert TrainConfig.from_dict({"data_on_device": True}).data_on_device is True
-    assert TrainConfig.from_dict({"monitor": "val_macro_f1", "lr": 1}).lr == 1
+    config = TrainConfig.from_dict({"monitor": "val_macro_f1", "lr": "1e-3", "epochs": 30.0})
+    assert config.lr == 1e-3 and config.epochs == 30 and isinstance(config.epochs, int)
 
 
 def test_the_loop_learns_real_faces(shared_data, tmp_path):

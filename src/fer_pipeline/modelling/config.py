@@ -16,6 +16,15 @@ MONITOR_CHOICES = ("val_accuracy", "val_macro_f1")
 """Logged metrics that pick the best epoch (higher is better)."""
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass
 class TrainConfig:
     """The training recipe (defaults: the flagship ViT-Tiny run for a GPU)."""
@@ -74,12 +83,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"training.{name} must be one of {allowed}, got {value!r}")
-        for spec in fields(self):
+        for spec in fields(self):  # numbers, also when YAML read `1e-5` as a string
             value = getattr(self, spec.name)
-            if spec.type in ("int", "float") and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ValueError(f"training.{spec.name} must be a number, got {value!r}")
+            if spec.type not in ("int", "float"):
+                continue
+            number = _number(value)
+            if number is None or (spec.type == "int" and number != int(number)):
+                raise ValueError(f"training.{spec.name} must be {spec.type}, got {value!r}")
+            setattr(self, spec.name, int(number) if spec.type == "int" else float(number))
         positive = ("epochs", "batch_size", "image_size", "lr", "eval_batch_size")
         for name in positive:
             if getattr(self, name) <= 0:
