@@ -86,14 +86,12 @@ def _tta_settings() -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import numpy as np
-    import torch
     import train_throughput
 
     from fer_pipeline.modelling.evaluate import predict_proba
     from fer_pipeline.modelling.metrics import macro_f1
     from fer_pipeline.modelling.tensors import images_to_tensor
-    from fer_pipeline.modelling.train import fit
+    from fer_pipeline.modelling.train import fit_frames
 
     parts = sorted(args.pack.glob("part-*.parquet"))
     if not parts:
@@ -127,23 +125,12 @@ def run(args: argparse.Namespace) -> dict:
     train, val, test = splits["train"], splits["val"], splits["test"]
     if config.train_subset and config.train_subset < len(train):
         train = train.sample(config.train_subset, random_state=config.seed)
-    size = config.image_size
-    if config.soft_targets:
-        targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
-    else:
-        targets = torch.eye(7)[torch.from_numpy(train["label"].to_numpy())]
-    bundle, history = fit(
-        images_to_tensor(list(train["image"]), size, desc="decode train"),
-        targets,
-        images_to_tensor(list(val["image"]), size, desc="decode val"),
-        torch.from_numpy(val["label"].to_numpy()),
-        config,
-    )
+    bundle, history = fit_frames(train, val, config)
     trained = time.perf_counter() - started
     tta = _tta_settings()
     plain, averaged = predict_proba(
         bundle,
-        images_to_tensor(list(test["image"]), size, desc="decode test"),
+        images_to_tensor(list(test["image"]), config.image_size, desc="decode test"),
         device=config.device,
         precision=config.precision,
         tta_views=tta["tta_views"],

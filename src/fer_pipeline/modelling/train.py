@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup, resolve_model_data_config
@@ -29,6 +30,7 @@ from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.metrics import macro_f1
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.modelling.runtime import autocast, autocast_dtype, predict_logits, resolve_device
+from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
 
 logger = logging.getLogger(__name__)
@@ -392,3 +394,23 @@ def fit(
     )
     state = {k: v.detach().cpu() for k, v in trainer.best["state"].items()}
     return ModelBundle(spec=spec, state_dict=state), trainer.history
+
+
+def fit_frames(
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, checkpoint: Path | None = None
+) -> tuple[ModelBundle, list[dict[str, float]]]:
+    """``fit`` on split tables (``image``, ``label`` and ``soft_label`` columns), each
+    image decoded once at the recipe's size."""
+    if config.soft_targets:
+        targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
+    else:
+        targets = torch.eye(len(CLASSES))[torch.from_numpy(train["label"].to_numpy())]
+    size = config.image_size
+    return fit(
+        images_to_tensor(list(train["image"]), size, desc="decode train"),
+        targets,
+        images_to_tensor(list(val["image"]), size, desc="decode val"),
+        torch.from_numpy(val["label"].to_numpy()),
+        config,
+        checkpoint,
+    )

@@ -9,17 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import torch
 
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
-from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.modelling.train import fit
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.modelling.train import fit_frames
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +47,7 @@ def train_model(
         (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
     ).hexdigest()[:16]
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
-    if config.soft_targets:
-        targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
-    else:
-        targets = torch.eye(len(CLASSES))[torch.from_numpy(train["label"].to_numpy())]
-    size = config.image_size
-    bundle, history = fit(
-        images_to_tensor(list(train["image"]), size, desc="decode train"),
-        targets,
-        images_to_tensor(list(val["image"]), size, desc="decode val"),
-        torch.from_numpy(val["label"].to_numpy()),
-        config,
-        checkpoint,
-    )
+    bundle, history = fit_frames(train, val, config, checkpoint)
     return bundle, pd.DataFrame(history), str(checkpoint)
 
 
