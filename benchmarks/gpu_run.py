@@ -123,8 +123,6 @@ def run(args: argparse.Namespace) -> dict:
     )
     started = time.perf_counter()
     train, val, test = splits["train"], splits["val"], splits["test"]
-    if config.train_subset and config.train_subset < len(train):
-        train = train.sample(config.train_subset, random_state=config.seed)
     bundle, history = fit_frames(train, val, config)
     trained = time.perf_counter() - started
     tta = _tta_settings()
@@ -151,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         }
     results["training"] = {
         "recipe": vars(config),
-        "train_images": len(train),
+        "train_images": bundle.spec.train_images,
         "epochs": len(history),
         "best_epoch": bundle.spec.best_epoch,
         "val_accuracy": bundle.spec.val_accuracy,

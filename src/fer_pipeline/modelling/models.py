@@ -54,23 +54,6 @@ class FerCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _fer_resnet(variant: str, pretrained: bool, width: int, **kwargs: Any) -> ResNet:
-    model = build_model_with_cfg(
-        ResNet,
-        variant,
-        pretrained,
-        block=BasicBlock,
-        layers=(2, 2, 2, 2),
-        channels=(width, 2 * width, 4 * width, 8 * width),
-        stem_width=width,
-        **kwargs,
-    )
-    # timm's stem divides the side by 4 (stride-2 conv, then max-pool): a 48 px face
-    # would reach the first stage at 12 px. Without the pool it keeps 24 px.
-    model.maxpool = nn.Identity()
-    return model
-
-
 # timm's registry reads a module's `default_cfgs` when it registers its models.
 default_cfgs = generate_default_cfgs(
     {
@@ -89,7 +72,20 @@ default_cfgs = generate_default_cfgs(
 def fer_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """ResNet-18 at half width (32-256 channels), stem without max-pool: for 48-64 px
     faces, 2.8M parameters."""
-    return _fer_resnet("fer_resnet18", pretrained, width=32, **kwargs)
+    model = build_model_with_cfg(
+        ResNet,
+        "fer_resnet18",
+        pretrained,
+        block=BasicBlock,
+        layers=(2, 2, 2, 2),
+        channels=(32, 64, 128, 256),
+        stem_width=32,
+        **kwargs,
+    )
+    # timm's stem divides the side by 4 (stride-2 conv, then max-pool): a 48 px face
+    # would reach the first stage at 12 px. Without the pool it keeps 24 px.
+    model.maxpool = nn.Identity()
+    return model
 
 
 def _timm_model(name: str, image_size: int, pretrained: bool | str, **kwargs: Any) -> nn.Module:

@@ -314,6 +314,7 @@ def fit(
     device = trainer.device
     train_images = _place_train_images(trainer, train_images)
     train_targets = train_targets.to(device)
+    labels = train_targets.argmax(1)
     if config.soft_targets:
         targets = train_targets
         mixer = SoftTargetMixer(
@@ -325,7 +326,7 @@ def fit(
             config.label_smoothing,
         )
     else:
-        targets = train_targets.argmax(1)
+        targets = labels
         mixer = Mixup(
             mixup_alpha=config.mixup_alpha,
             cutmix_alpha=config.cutmix_alpha,
@@ -354,9 +355,7 @@ def fit(
             augment=augment,
             mixer=mixer,
             loss_weight=weights if config.balance == "loss" else None,
-            sample_weight=weights[targets if targets.ndim == 1 else targets.argmax(1)]
-            if config.balance == "sampler"
-            else None,
+            sample_weight=weights[labels] if config.balance == "sampler" else None,
         )
         row |= validate(trainer, val_images, val_labels)
         trainer.history.append(row)
@@ -396,11 +395,24 @@ def fit(
     return ModelBundle(spec=spec, state_dict=state), trainer.history
 
 
+def stratified_subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``size`` rows, stratified by source and label."""
+    if not size or size >= len(frame):
+        return frame
+    return (
+        frame.groupby(["source", "label"], group_keys=False)
+        .sample(frac=size / len(frame), random_state=seed)
+        .sort_index()
+    )
+
+
 def fit_frames(
     train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, checkpoint: Path | None = None
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
-    """``fit`` on split tables (``image``, ``label`` and ``soft_label`` columns), each
-    image decoded once at the recipe's size."""
+    """``fit`` on split tables (``image``, ``label``, ``soft_label`` and ``source``
+    columns), on ``train_subset`` rows of ``train`` when set, each image decoded once at
+    the recipe's size."""
+    train = stratified_subset(train, config.train_subset, config.seed)
     if config.soft_targets:
         targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
     else:

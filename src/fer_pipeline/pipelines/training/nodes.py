@@ -20,18 +20,6 @@ from fer_pipeline.modelling.train import fit_frames
 logger = logging.getLogger(__name__)
 
 
-def _subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
-    """A seeded sample of ``size`` rows, stratified by source and label."""
-    if not size or size >= len(frame):
-        return frame
-    fraction = size / len(frame)
-    return (
-        frame.groupby(["source", "label"], group_keys=False)
-        .sample(frac=fraction, random_state=seed)
-        .sort_index()
-    )
-
-
 def train_model(
     train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig
 ) -> tuple[ModelBundle, pd.DataFrame, str]:
@@ -42,7 +30,6 @@ def train_model(
     epoch under ``checkpoint_dir``; the same run started again resumes from it. It is
     removed by ``remove_checkpoint`` once the model is saved.
     """
-    train = _subset(train, config.train_subset, config.seed)
     key = hashlib.sha256(
         (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
     ).hexdigest()[:16]
