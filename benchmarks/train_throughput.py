@@ -17,6 +17,13 @@ Kedro, so it also runs on a bare GPU machine.
 
     python benchmarks/train_throughput.py --image-size 112            # CPU target: >= 1.5x
     python benchmarks/train_throughput.py --image-size 224 --steps 200  # GPU: >= 10x
+
+With ``--nproc N`` it measures instead the project's loop in 1 and in N processes (DDP,
+started by torch's elastic launcher as ``kedro run`` starts them), each process with
+``--batch-size`` images a step and its share of the CPU cores, and prints both
+figures and the scaling efficiency ``images/s(N) / (N x images/s(1))``.
+
+    python benchmarks/train_throughput.py --model fer_resnet18 --image-size 48 --nproc 2
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import io
 import itertools
 import os
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -35,8 +44,10 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 from timm.data import Mixup
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.distributed import close_ranks, init_ranks
 from fer_pipeline.modelling.models import build_model
 from fer_pipeline.modelling.runtime import autocast, autocast_dtype, resolve_device
 from fer_pipeline.modelling.tensors import images_to_tensor
@@ -128,6 +139,95 @@ def model_step_throughput(args, config: TrainConfig) -> float:
     return timed_steps(itertools.repeat((x, y)), args, config)
 
 
+def _rank_images_per_second(
+    recipe: dict, images: list[bytes], labels: list[int], threads: int
+) -> float:
+    """One rank of the scaling measurement: the project's loop, images/s of all ranks
+    together in its last epoch."""
+    config = TrainConfig(**recipe)
+    init_ranks(config.device)
+    torch.set_num_threads(threads)
+    try:
+        tensor = images_to_tensor(images, config.image_size)
+        targets = torch.eye(7)[torch.tensor(labels)]
+        _, history = fit(tensor, targets, tensor[:2], torch.tensor(labels[:2]), config)
+    finally:
+        close_ranks()
+    return history[-1]["images_per_second"]
+
+
+def scaling(args: argparse.Namespace, faces: list[bytes] | None = None) -> dict[str, float]:
+    """images/s of the project's loop in 1 and ``args.nproc`` processes (the best of
+    ``args.rounds`` each), each started by torch's elastic launcher; the same images
+    and the same per-process batch."""
+    config = _config(args)
+    count = args.steps * args.batch_size * args.nproc
+    if faces is None:
+        images, labels = real_faces(args.data, count)
+    else:
+        images = [faces[i % len(faces)] for i in range(count)]
+        labels = torch.randint(0, 7, (count,), generator=torch.Generator().manual_seed(0))
+    cores = os.cpu_count() or 1
+    measured = {}
+    for nproc in (1, args.nproc):
+        launch = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nproc,
+            run_id=uuid.uuid4().hex,
+            rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0",
+            max_restarts=0,
+            start_method="spawn",
+        )
+        threads = max(1, cores // nproc)
+        measured[nproc] = max(
+            elastic_launch(launch, _rank_images_per_second)(
+                asdict(config), images, labels.tolist(), threads
+            )[0]
+            for _ in range(args.rounds)
+        )
+    efficiency = measured[args.nproc] / (args.nproc * measured[1])
+    print(
+        f"{args.model} at {args.image_size} px, batch {args.batch_size} per process, "
+        f"{_device_name(args.device)}, precision {args.precision}, best of {args.rounds} rounds"
+    )
+    print(f"1 process:   {measured[1]:8.1f} images/s ({cores} threads)")
+    print(
+        f"{args.nproc} processes: {measured[args.nproc]:8.1f} images/s "
+        f"({max(1, cores // args.nproc)} threads each)"
+    )
+    print(f"scaling efficiency: {efficiency:.0%} ({measured[args.nproc] / measured[1]:.2f}x)")
+    return {
+        "images_per_second_1": measured[1],
+        f"images_per_second_{args.nproc}": measured[args.nproc],
+        "scaling_efficiency": efficiency,
+    }
+
+
+def _device_name(device_setting: str) -> str:
+    device = resolve_device(device_setting)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{os.cpu_count()}-core CPU"
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The project loop's recipe for the measurement."""
+    return TrainConfig(
+        model=args.model,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=3 if args.compile else 2,  # compiled: epoch 2 recompiles for train mode
+        warmup_epochs=0.5,
+        mix_prob=0.3,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        ema_decay=0.0,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_tiny_patch16_224")
@@ -146,24 +246,16 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true", help="torch.compile the project loop")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; best kept")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="> 1: the project loop in 1 and NPROC processes"
+    )
     return parser
 
 
 def measure(args: argparse.Namespace, faces: list[bytes] | None = None) -> dict[str, float]:
     """images/s of the project loop, the reference loop and the model step alone (the
     best of ``args.rounds`` each), on ``faces`` (encoded images) or RAF-DB's zip."""
-    config = TrainConfig(
-        model=args.model,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        epochs=3 if args.compile else 2,  # compiled: epoch 2 recompiles for train mode
-        warmup_epochs=0.5,
-        mix_prob=0.3,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
-        ema_decay=0.0,
-    )
+    config = _config(args)
     count = args.steps * args.batch_size
     if faces is None:
         images, labels = real_faces(args.data, count)
@@ -179,12 +271,7 @@ def measure(args: argparse.Namespace, faces: list[bytes] | None = None) -> dict[
         project = max(project, history[-1]["images_per_second"])
         reference = max(reference, reference_throughput(images, labels, args, config))
         ceiling = max(ceiling, model_step_throughput(args, config))
-    device = resolve_device(args.device)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{os.cpu_count()}-core CPU"
-    )
+    name = _device_name(args.device)
     print(
         f"{args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} steps, "
         f"{name}, precision {args.precision}, compile {args.compile}, "
@@ -210,4 +297,5 @@ def measure(args: argparse.Namespace, faces: list[bytes] | None = None) -> dict[
 
 
 if __name__ == "__main__":
-    measure(parser().parse_args())
+    arguments = parser().parse_args()
+    scaling(arguments) if arguments.nproc > 1 else measure(arguments)

@@ -165,6 +165,10 @@ def test_pretrained_sources(tmp_path, monkeypatch):
         ({"epochs": 0}, "epochs must be > 0"),
         ({"epochs": 3, "warmup_epochs": 5}, "warmup_epochs must be between"),
         ({"mixup_alpha": 0, "cutmix_alpha": 0}, "mix_prob > 0 needs"),
+        ({"image_size": 112, "storage_size": 224}, "storage_size must be between 1 and"),
+        ({"storage_size": "small"}, "storage_size must be int"),
+        ({"nproc_per_node": 0}, "nproc_per_node must be > 0"),
+        ({"nnodes": 2}, "nnodes > 1 needs rdzv_endpoint"),
     ],
 )
 def test_training_parameters_are_checked(params, message):

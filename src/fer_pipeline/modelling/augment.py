@@ -15,7 +15,9 @@ from fer_pipeline.modelling.runtime import normalise
 
 class BatchAugment:
     """Random horizontal flip, rotation, scale and translation of a whole uint8 batch in
-    one ``grid_sample``, then normalisation."""
+    one ``grid_sample``, then normalisation; with ``size``, the same sampling also
+    resizes the batch to ``size`` pixels square (images stored smaller than the model's
+    input)."""
 
     def __init__(
         self,
@@ -25,8 +27,9 @@ class BatchAugment:
         rotation: float = 10.0,
         scale: Sequence[float] = (1.0, 1.0),
         translate: float = 0.0,
+        size: int | None = None,
     ):
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.size = mean, std, size
         self.hflip, self.rotation, self.scale, self.translate = hflip, rotation, scale, translate
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -48,7 +51,8 @@ class BatchAugment:
             ],
             dim=1,
         )
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        side = self.size or x.shape[-1]
+        grid = F.affine_grid(theta, [n, x.shape[1], side, side], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         return normalise(x, self.mean, self.std)
 

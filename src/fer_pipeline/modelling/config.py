@@ -70,7 +70,12 @@ class TrainConfig:
     data_on_device: bool | str = "auto"  # keep the uint8 training set on the GPU when it fits
     eval_batch_size: int = 256
     train_subset: int | None = None  # a stratified sample of this many training images
+    storage_size: int | None = None  # side at which images are decoded and kept; None: image_size
     checkpoint_dir: str = "data/06_models/checkpoints"
+    # Several processes (README "Training past one process"); batch_size is per process
+    nproc_per_node: int = 1  # ranks on this machine; > 1: DDP, started by torchrun's engine
+    nnodes: int = 1  # machines; the others start their ranks with `torchrun -m fer_pipeline.train`
+    rdzv_endpoint: str = ""  # HOST:PORT of this machine (node 0) when nnodes > 1
 
     def __post_init__(self) -> None:
         choices = {
@@ -85,13 +90,22 @@ class TrainConfig:
                 raise ValueError(f"training.{name} must be one of {allowed}, got {value!r}")
         for spec in fields(self):  # numbers, also when YAML read `1e-5` as a string
             value = getattr(self, spec.name)
-            if spec.type not in ("int", "float"):
+            if spec.type not in ("int", "float", "int | None") or value is None:
                 continue
+            integer = spec.type != "float"
             number = _number(value)
-            if number is None or (spec.type == "int" and number != int(number)):
+            if number is None or (integer and number != int(number)):
                 raise ValueError(f"training.{spec.name} must be {spec.type}, got {value!r}")
-            setattr(self, spec.name, int(number) if spec.type == "int" else float(number))
-        positive = ("epochs", "batch_size", "image_size", "lr", "eval_batch_size")
+            setattr(self, spec.name, int(number) if integer else float(number))
+        positive = (
+            "epochs",
+            "batch_size",
+            "image_size",
+            "lr",
+            "eval_batch_size",
+            "nproc_per_node",
+            "nnodes",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"training.{name} must be > 0, got {getattr(self, name)!r}")
@@ -102,6 +116,13 @@ class TrainConfig:
             )
         if self.mix_prob > 0 and self.mixup_alpha <= 0 and self.cutmix_alpha <= 0:
             raise ValueError("training.mix_prob > 0 needs mixup_alpha > 0 or cutmix_alpha > 0")
+        if self.storage_size is not None and not 0 < self.storage_size <= self.image_size:
+            raise ValueError(
+                f"training.storage_size must be between 1 and image_size ({self.image_size}), "
+                f"got {self.storage_size!r}"
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("training.nnodes > 1 needs rdzv_endpoint (HOST:PORT of this machine)")
         if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
             raise ValueError(f"training.scale must be [low, high], got {self.scale!r}")
 

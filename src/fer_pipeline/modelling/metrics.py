@@ -17,7 +17,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 def per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """Precision, recall, F1 and support per class (0 where undefined)."""
-    cm = confusion_matrix(y_true, y_pred, num_classes)
+    return confusion_scores(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def confusion_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support per class of a confusion matrix."""
     tp = np.diag(cm).astype(float)
     predicted, support = cm.sum(0), cm.sum(1)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
@@ -29,10 +33,14 @@ def per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Mean F1 over the classes present in ``y_true``."""
-    if len(y_true) == 0:
-        return float("nan")
-    scores = per_class(y_true, y_pred, num_classes)
-    return float(scores["f1"][scores["support"] > 0].mean())
+    return confusion_macro_f1(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def confusion_macro_f1(cm: np.ndarray) -> float:
+    """Mean F1 over the classes with support in a confusion matrix; NaN when empty."""
+    scores = confusion_scores(np.asarray(cm))
+    present = scores["support"] > 0
+    return float(scores["f1"][present].mean()) if present.any() else float("nan")
 
 
 def calibration(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from fer_pipeline.schema import CLASSES
 
@@ -40,11 +41,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 or [0, 1] float images -> normalised float32, channels-last."""
+def normalise(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], size: int | None = None
+) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> normalised float32, channels-last; resized
+    (bilinear) to ``size`` pixels square when given and different."""
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255.0
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)

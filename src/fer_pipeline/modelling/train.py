@@ -3,6 +3,9 @@ part from timm's factories, ``train_one_epoch`` and ``validate`` run an epoch, a
 checkpoint written after every epoch lets a restarted run resume where it stopped.
 
 Images stay uint8 tensors, decoded once; augmentation runs per batch on the device.
+Under torchrun (several ranks) the same functions run in every rank: the model is
+wrapped in DDP, each epoch's batches are split between the ranks, the figures are
+summed over them, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -23,13 +26,26 @@ from timm.data import Mixup, resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.config import TrainConfig
-from fer_pipeline.modelling.metrics import macro_f1
+from fer_pipeline.modelling.distributed import (
+    Ranks,
+    all_reduce_sum,
+    broadcast_from_main,
+    current_ranks,
+)
+from fer_pipeline.modelling.metrics import confusion_macro_f1
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.runtime import autocast, autocast_dtype, predict_logits, resolve_device
+from fer_pipeline.modelling.runtime import (
+    autocast,
+    autocast_dtype,
+    normalise,
+    predict_logits,
+    resolve_device,
+)
 from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
 
@@ -42,7 +58,7 @@ class Trainer:
 
     config: TrainConfig
     model: torch.nn.Module
-    forward: Any  # the model, or its torch.compile wrapper
+    forward: Any  # the model, wrapped in DDP under several ranks, compiled when asked
     ema: ModelEmaV3 | None
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -51,8 +67,9 @@ class Trainer:
     dtype: torch.dtype | None
     mean: list[float]
     std: list[float]
-    batch_size: int
+    batch_size: int  # per rank
     steps_per_epoch: int
+    ranks: Ranks = field(default_factory=Ranks)
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] = field(
         default_factory=lambda: {"score": -math.inf, "epoch": 0, "state": None}
@@ -65,21 +82,29 @@ class Trainer:
 
 
 def setup(config: TrainConfig, train_size: int) -> Trainer:
-    """The model, optimiser, schedule, EMA and scaler of a run over ``train_size`` images."""
-    if train_size < 2:
-        raise ValueError(f"training needs at least 2 images, got {train_size}")
+    """The model, optimiser, schedule, EMA and scaler of a run over ``train_size`` images
+    (in every rank, when there are several)."""
+    ranks = current_ranks()
+    per_rank = train_size // ranks.world_size
+    if per_rank < 2:
+        raise ValueError(f"training needs at least 2 images per rank, got {train_size} in all")
     device = resolve_device(config.device)
+    if device.type == "cuda" and ranks.world_size > 1:
+        device = torch.device("cuda", ranks.local_rank)
     dtype = autocast_dtype(config.precision, device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights in every rank
     model = build_model(config.model, config.image_size, config.pretrained, **config.model_kwargs)
-    data_config = resolve_model_data_config(
-        model, args={"mean": config.mean, "std": config.std}
-    )
-    model.to(device)
+    data_config = resolve_model_data_config(model, args={"mean": config.mean, "std": config.std})
+    model = _sync_batchnorm(model, ranks, device).to(device)
+    forward = model
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    batch_size = min(config.batch_size, train_size - train_size % 2)  # Mixup pairs images
-    steps_per_epoch = train_size // batch_size
+    if ranks.world_size > 1:  # after the layout change: DDP's buckets follow the parameters
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    batch_size = min(config.batch_size, per_rank - per_rank % 2)  # Mixup pairs images
+    steps_per_epoch = train_size // (batch_size * ranks.world_size)
     optimizer = create_optimizer_v2(
         model,
         opt="adamw",
@@ -99,14 +124,12 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
         updates_per_epoch=steps_per_epoch,
     )
     ema = (
-        ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
-        if config.ema_decay > 0
-        else None
+        ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
     )
     return Trainer(
         config=config,
         model=model,
-        forward=torch.compile(model) if config.compile else model,
+        forward=torch.compile(forward) if config.compile else forward,
         ema=ema,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -117,7 +140,22 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
         std=list(data_config["std"]),
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
+        ranks=ranks,
     )
+
+
+def _sync_batchnorm(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """Under several ranks on GPUs, BatchNorm layers that normalise with the statistics
+    of the whole global batch (PyTorch's SyncBatchNorm has no CPU kernel: on CPUs each
+    rank normalises with its own share)."""
+    batchnorm = torch.nn.modules.batchnorm._BatchNorm
+    if ranks.world_size == 1 or not any(isinstance(m, batchnorm) for m in model.modules()):
+        return model
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if ranks.main:
+        logger.info("BatchNorm statistics stay per rank: SyncBatchNorm needs GPUs")
+    return model
 
 
 def class_weights(targets: torch.Tensor, power: float) -> torch.Tensor:
@@ -149,27 +187,41 @@ def train_one_epoch(
     sample_weight: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One pass over ``images``; ``targets`` are integer labels (timm's ``Mixup``) or
-    distributions (``SoftTargetMixer``). Returns the epoch's training figures."""
-    config, model, device = trainer.config, trainer.model, trainer.device
+    distributions (``SoftTargetMixer``). Returns the epoch's training figures.
+
+    Every rank draws the same permutation of the images; each step's global batch is
+    its next ``batch_size x ranks`` entries, and rank ``r`` trains on the ``r``-th
+    share, so the ranks' shards are disjoint and together are what one process with
+    the global batch would see.
+    """
+    config, model, device, ranks = trainer.config, trainer.model, trainer.device, trainer.ranks
     generator = seed_epoch(config, epoch, device)
     n, batch = len(images), trainer.batch_size
     if sample_weight is not None:
         order = torch.multinomial(sample_weight, n, replacement=True, generator=generator)
     else:
         order = torch.randperm(n, generator=generator, device=device)
+    if ranks.world_size > 1:  # each rank its own augmentations
+        generator = torch.Generator(device=device).manual_seed(
+            (config.seed * 1000 + epoch) * ranks.world_size + ranks.rank
+        )
     hard = targets if targets.ndim == 1 else targets.argmax(1)
     model.train()
-    seen, loss_sum, correct, started = 0, torch.zeros((), device=device), 0, time.perf_counter()
+    seen, started = 0, time.perf_counter()
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
     bar = tqdm(
         range(trainer.steps_per_epoch),
         desc=f"epoch {epoch}/{config.epochs}",
         unit="batch",
         mininterval=2.0,
         leave=False,
+        disable=not ranks.main,
     )
     updates = (epoch - 1) * trainer.steps_per_epoch
+    global_batch = batch * ranks.world_size
     for step in bar:
-        index = order[step * batch : (step + 1) * batch]
+        first = step * global_batch + ranks.rank * batch
+        index = order[first : first + batch]
         x = augment(images[index.to(images.device)].to(device, non_blocking=True), generator)
         x, mixed = mixer(x, targets[index])
         with autocast(device, trainer.dtype):
@@ -194,23 +246,31 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(index)
         correct += (logits.argmax(1) == hard[index]).sum()
         if step % 10 == 9 or step == trainer.steps_per_epoch - 1:
-            bar.set_postfix(
+            bar.set_postfix(  # rank 0's share
                 loss=f"{float(loss_sum) / seen:.3f}",
                 acc=f"{float(correct) / seen:.3f}",
-                img_s=f"{seen / (time.perf_counter() - started):.0f}",
+                img_s=f"{seen * ranks.world_size / (time.perf_counter() - started):.0f}",
             )
     seconds = time.perf_counter() - started
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
+    loss_total, correct_total, seen_total = all_reduce_sum(totals).tolist()
     return {
         "lr": trainer.optimizer.param_groups[0]["lr"],
-        "train_loss": float(loss_sum) / max(seen, 1),
-        "train_accuracy": float(correct) / max(seen, 1),
-        "images_per_second": seen / seconds,
+        "train_loss": loss_total / max(seen_total, 1),
+        "train_accuracy": correct_total / max(seen_total, 1),
+        "images_per_second": seen_total / seconds,
         "seconds": seconds,
     }
 
 
 def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 of the evaluated weights on integer labels."""
+    """Loss, accuracy and macro-F1 of the evaluated weights on integer labels, at the
+    model's ``image_size`` (images stored smaller are resized on the device). Each rank
+    predicts every ``world_size``-th image; the loss and the confusion matrix are
+    summed over the ranks, so every rank gets the figures of the whole set."""
+    ranks, size = trainer.ranks, trainer.config.image_size
+    shard = slice(ranks.rank, None, ranks.world_size)
+    images, labels = images[shard], labels[shard]
     logits = predict_logits(
         trainer.evaluated,
         images,
@@ -219,20 +279,28 @@ def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> di
         trainer.device,
         trainer.config.eval_batch_size,
         trainer.dtype,
+        transform=lambda x: normalise(x, trainer.mean, trainer.std, size),
     )
-    if not len(labels):
+    classes = len(CLASSES)
+    confusion = torch.bincount(labels * classes + logits.argmax(1), minlength=classes**2)
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    totals = torch.cat([confusion.double(), loss.double().view(1)]).to(trainer.device)
+    totals = all_reduce_sum(totals).cpu()
+    confusion, count = totals[:-1].view(classes, classes).numpy(), float(totals[:-1].sum())
+    if not count:
         return {"val_loss": math.nan, "val_accuracy": math.nan, "val_macro_f1": math.nan}
-    predicted = logits.argmax(1)
     return {
-        "val_loss": float(F.cross_entropy(logits, labels)),
-        "val_accuracy": float((predicted == labels).float().mean()),
-        "val_macro_f1": macro_f1(labels.numpy(), predicted.numpy(), len(CLASSES)),
+        "val_loss": float(totals[-1]) / count,
+        "val_accuracy": float(confusion.trace()) / count,
+        "val_macro_f1": confusion_macro_f1(confusion),
     }
 
 
 def save_checkpoint(trainer: Trainer, path: Path, epoch: int) -> None:
     """Everything needed to resume after ``epoch``, written atomically (a kill while
-    writing leaves the previous checkpoint)."""
+    writing leaves the previous checkpoint) by rank 0 alone."""
+    if not trainer.ranks.main:
+        return
     payload = {
         "epoch": epoch,
         "model": trainer.model.state_dict(),
@@ -252,12 +320,22 @@ def save_checkpoint(trainer: Trainer, path: Path, epoch: int) -> None:
 
 def load_checkpoint(trainer: Trainer, path: Path) -> int:
     """Restores ``trainer`` from ``path``; returns the last finished epoch (0 when there
-    is no checkpoint). A checkpoint that cannot be read is reported and set aside as
-    ``<name>.corrupt``, and ``ValueError`` asks the caller to start afresh."""
-    if not path.exists():
+    is no checkpoint). Rank 0 reads the file and sends it to the other ranks, so that
+    all resume from the same state without a shared filesystem. A checkpoint that
+    cannot be read is reported and set aside as ``<name>.corrupt``, and ``ValueError``
+    asks the caller to start afresh."""
+    state: dict[str, Any] | str | None = None
+    if trainer.ranks.main and path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            state = f"{type(exc).__name__}: {exc}"
+    state = broadcast_from_main(state, trainer.device)
+    if state is None:
         return 0
     try:
-        state = torch.load(path, map_location=trainer.device, weights_only=True)
+        if isinstance(state, str):
+            raise ValueError(state)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         if trainer.scaler is not None:
@@ -267,9 +345,10 @@ def load_checkpoint(trainer: Trainer, path: Path) -> int:
         trainer.history, trainer.best = state["history"], state["best"]
         epoch = int(state["epoch"])
     except Exception as exc:
-        corrupt = path.with_suffix(".corrupt")
-        os.replace(path, corrupt)
-        logger.warning("Checkpoint %s is unreadable (%s); moved to %s", path, exc, corrupt)
+        if trainer.ranks.main:
+            corrupt = path.with_suffix(".corrupt")
+            os.replace(path, corrupt)
+            logger.warning("Checkpoint %s is unreadable (%s); moved to %s", path, exc, corrupt)
         raise ValueError(f"unreadable checkpoint {path}") from exc
     trainer.scheduler.step_update(num_updates=epoch * trainer.steps_per_epoch)
     logger.info("Resuming from %s after epoch %d", path, epoch)
@@ -298,7 +377,8 @@ def fit(
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """Train on uint8 images ``(N, 3, S, S)`` with target distributions ``(N, 7)``
     (one-hot unless ``config.soft_targets``); validate on integer labels after every
-    epoch.
+    epoch. ``S`` may be below ``config.image_size`` (``storage_size``): batches are
+    resized on the device.
 
     With ``checkpoint``, every epoch ends by saving one there, and a call that finds one
     resumes after its epoch. Returns the best model by ``config.monitor`` (the EMA
@@ -338,7 +418,13 @@ def fit(
         )
     weights = class_weights(train_targets, config.balance_power)
     augment = BatchAugment(
-        trainer.mean, trainer.std, config.hflip, config.rotation, config.scale, config.translate
+        trainer.mean,
+        trainer.std,
+        config.hflip,
+        config.rotation,
+        config.scale,
+        config.translate,
+        size=config.image_size,
     )
 
     for epoch in range(start + 1, config.epochs + 1):
@@ -359,12 +445,13 @@ def fit(
         )
         row |= validate(trainer, val_images, val_labels)
         trainer.history.append(row)
-        logger.info(
-            "epoch %d/%d: %s",
-            epoch,
-            config.epochs,
-            ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
-        )
+        if trainer.ranks.main:  # every rank holds the same figures
+            logger.info(
+                "epoch %d/%d: %s",
+                epoch,
+                config.epochs,
+                ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
+            )
         score = row[config.monitor]
         if math.isnan(score):
             score = -row["train_loss"]
@@ -411,18 +498,18 @@ def fit_frames(
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """``fit`` on split tables (``image``, ``label``, ``soft_label`` and ``source``
     columns), on ``train_subset`` rows of ``train`` when set, each image decoded once at
-    the recipe's size."""
+    ``storage_size`` (default: ``image_size``)."""
     train = stratified_subset(train, config.train_subset, config.seed)
     if config.soft_targets:
         targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
     else:
-        targets = torch.eye(len(CLASSES))[torch.from_numpy(train["label"].to_numpy())]
-    size = config.image_size
+        targets = torch.eye(len(CLASSES))[torch.tensor(train["label"].to_numpy())]
+    size = config.storage_size or config.image_size
     return fit(
         images_to_tensor(list(train["image"]), size, desc="decode train"),
         targets,
         images_to_tensor(list(val["image"]), size, desc="decode val"),
-        torch.from_numpy(val["label"].to_numpy()),
+        torch.tensor(val["label"].to_numpy()),
         config,
         checkpoint,
     )

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.distributed import launch_fit
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
@@ -28,13 +29,18 @@ def train_model(
 
     A checkpoint keyed by the parameters and the training images is written after every
     epoch under ``checkpoint_dir``; the same run started again resumes from it. It is
-    removed by ``remove_checkpoint`` once the model is saved.
+    removed by ``remove_checkpoint`` once the model is saved. With ``nproc_per_node`` or
+    ``nnodes`` above 1, torchrun's launcher runs the training in that many ranks (DDP);
+    the rest of the run stays in this process.
     """
     key = hashlib.sha256(
         (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
     ).hexdigest()[:16]
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
-    bundle, history = fit_frames(train, val, config, checkpoint)
+    if config.nproc_per_node * config.nnodes > 1:
+        bundle, history = launch_fit(train, val, config, checkpoint)
+    else:
+        bundle, history = fit_frames(train, val, config, checkpoint)
     return bundle, pd.DataFrame(history), str(checkpoint)
 
 

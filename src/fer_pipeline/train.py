@@ -1,0 +1,118 @@
+"""The training step without Kedro, in one process or in every rank under ``torchrun``.
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 --rdzv-id fer1 -m fer_pipeline.train \\
+        --train train.parquet --val val.parquet --params params.yml --out run/
+
+``--train`` / ``--val``: split tables as the pipeline writes them (``image``, ``label``,
+``soft_label``, ``source``); ``--params``: a YAML file of ``TrainConfig`` keys, at its
+top level or under ``training:`` (``conf/<env>/parameters_training.yml`` works as it
+is). Rank 0 writes ``model.safetensors`` and ``history.csv`` into ``--out`` (each
+atomically) and, after every epoch, the checkpoint (default ``--out/checkpoint.pt``)
+from which the same command resumes. ``kedro run`` with ``training.nproc_per_node > 1``
+starts this module in its ranks. It needs torch, timm, pandas and pyarrow, not Kedro.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.distributed import (
+    OUTPUT_HISTORY,
+    OUTPUT_MODEL,
+    close_ranks,
+    init_ranks,
+)
+from fer_pipeline.modelling.train import fit_frames
+
+SPLIT_COLUMNS = ["image", "label", "soft_label", "source"]
+"""What training reads of a split table."""
+
+logger = logging.getLogger("fer_pipeline.train")
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=Path, required=True, help="training split (parquet)")
+    parser.add_argument("--val", type=Path, required=True, help="validation split (parquet)")
+    parser.add_argument("--params", type=Path, help="YAML of training parameters")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    parser.add_argument("--checkpoint", type=Path, help="default: OUT/checkpoint.pt")
+    return parser
+
+
+def read_params(path: Path | None) -> TrainConfig:
+    """The recipe of a YAML file (``TrainConfig`` keys, optionally under ``training:``)."""
+    if path is None:
+        return TrainConfig()
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of training parameters")
+    values = values.get("training", values)
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    """The columns training reads of a split table, checked."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split table not found: {path}")
+    frame = pd.read_parquet(path)
+    missing = sorted(set(SPLIT_COLUMNS) - set(frame.columns))
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame[SPLIT_COLUMNS]
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+@record  # a failing rank's traceback reaches the launcher's error report
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    config = read_params(args.params)
+    ranks = init_ranks(config.device)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s [rank {ranks.rank}/{ranks.world_size}] %(name)s: %(message)s",
+    )
+    logger.info(
+        "rank %d of %d (local rank %d, pid %d): %s at %d px, batch %d per rank",
+        ranks.rank,
+        ranks.world_size,
+        ranks.local_rank,
+        os.getpid(),
+        config.model,
+        config.image_size,
+        config.batch_size,
+    )
+    try:
+        train, val = read_split(args.train), read_split(args.val)
+        checkpoint = args.checkpoint or args.out / "checkpoint.pt"
+        bundle, history = fit_frames(train, val, config, checkpoint)
+        if ranks.main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            _write_atomically(args.out / OUTPUT_MODEL, bundle.save)
+            _write_atomically(
+                args.out / OUTPUT_HISTORY, lambda p: pd.DataFrame(history).to_csv(p, index=False)
+            )
+            logger.info("model and history written to %s", args.out)
+    finally:
+        close_ranks()
+
+
+if __name__ == "__main__":
+    main()

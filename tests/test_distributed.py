@@ -1,0 +1,188 @@
+"""Training in several processes (DDP, gloo on the CPU): the same weights as one process
+with the global batch, `kedro run` and `torchrun` starting the ranks, a killed rank,
+and images stored below the model's size."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import catalog_of, make_project
+
+from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.modelling.train import fit_frames
+
+NO_AUGMENTATION = {
+    "hflip": 0.0,
+    "rotation": 0.0,
+    "scale": [1.0, 1.0],
+    "translate": 0.0,
+    "mix_prob": 0.0,
+    "ema_decay": 0.0,
+}
+TINY_VIT = {  # no BatchNorm, no dropout: deterministic
+    "model": "vit_tiny_patch16_224",
+    "model_kwargs": {"depth": 2, "patch_size": 8},
+    "image_size": 32,
+    "device": "cpu",
+    "precision": "fp32",
+    "warmup_epochs": 0,
+    "seed": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def split_tables(shared_data, tmp_path_factory) -> tuple[Path, Path]:
+    """Parquet train (96) and val (24) tables of real RAF-DB faces, in the pipeline's
+    split layout."""
+    root = tmp_path_factory.mktemp("splits")
+    lines = (shared_data / "rafdb/basic/EmoLabel/list_patition_label.txt").read_text().split("\n")
+    rows = []
+    with zipfile.ZipFile(shared_data / "rafdb/basic/Image/aligned.zip") as archive:
+        for line in lines[:120]:
+            name, label = line.split()
+            member = f"aligned/{name.removesuffix('.jpg')}_aligned.jpg"
+            soft = np.eye(7, dtype=np.float32)[int(label) - 1]
+            rows.append((archive.read(member), int(label) - 1, soft, "rafdb"))
+    frame = pd.DataFrame(rows, columns=["image", "label", "soft_label", "source"])
+    frame.iloc[:96].to_parquet(root / "train.parquet")
+    frame.iloc[96:].to_parquet(root / "val.parquet")
+    return root / "train.parquet", root / "val.parquet"
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", "-m", "fer_pipeline.train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_two_ranks_give_the_weights_of_one_process_with_the_global_batch(split_tables, tmp_path):
+    """K = 6 steps, 2 ranks x 8 images vs 1 process x 16 images: the same update each
+    step, so the same weights; torchrun's outputs are the model, history, checkpoint."""
+    train, val = split_tables
+    recipe = {**TINY_VIT, **NO_AUGMENTATION, "epochs": 1}
+    params = tmp_path / "params.yml"
+    params.write_text(yaml.safe_dump({"training": {**recipe, "batch_size": 8}}))
+    out = tmp_path / "run"
+    result = torchrun(f"--train={train}", f"--val={val}", f"--params={params}", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[rank 0/2]" in result.stderr and "[rank 1/2]" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "history.csv",
+        "model.safetensors",
+    ]
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 1 and history["val_accuracy"].between(0, 1).all()
+    two_ranks = ModelBundle.load(out / "model.safetensors")
+
+    frames = pd.read_parquet(train), pd.read_parquet(val)
+    assert len(frames[0]) // 16 == 6  # K steps in both runs
+    one, one_history = fit_frames(*frames, TrainConfig(**recipe, batch_size=16))
+    for key, tensor in one.state_dict.items():
+        torch.testing.assert_close(two_ranks.state_dict[key], tensor, rtol=1e-4, atol=2e-5)
+    # validation figures are summed over the ranks' shards: those of the whole set
+    assert history["val_accuracy"][0] == pytest.approx(one_history[0]["val_accuracy"])
+    assert history["val_loss"][0] == pytest.approx(one_history[0]["val_loss"], rel=1e-4)
+    # the comparison can tell runs apart: one process with batch 8 takes 12 other steps
+    other, _ = fit_frames(*frames, TrainConfig(**recipe, batch_size=8))
+    head = "head.weight"
+    assert not torch.allclose(other.state_dict[head], two_ranks.state_dict[head], atol=1e-4)
+
+
+def test_storage_size_below_image_size_trains_a_model_for_image_size(split_tables):
+    """Images kept at 16 px, batches resized on the device to the model's 32 px."""
+    train, val = (pd.read_parquet(p) for p in split_tables)
+    config = TrainConfig(**TINY_VIT, epochs=1, batch_size=16, storage_size=16)
+    bundle, history = fit_frames(train, val, config)
+    assert bundle.spec.image_size == 32
+    assert bundle.build()(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+    assert history[0]["train_loss"] > 0 and 0 <= history[0]["val_accuracy"] <= 1
+
+
+def _rank_pid(marker: str, rank: int, timeout: float = 120) -> int:
+    """The pid of training rank ``rank`` of the run whose environment holds ``marker``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                environ = set((proc / "environ").read_bytes().split(b"\0"))
+                command = (proc / "cmdline").read_bytes()
+            except OSError:  # not ours, or gone
+                continue
+            wanted = {f"FER_TEST_RUN={marker}".encode(), f"RANK={rank}".encode()}
+            if wanted <= environ and b"fer_pipeline.train" in command:
+                return int(proc.name)
+        time.sleep(0.2)
+    raise TimeoutError(f"rank {rank} did not start")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the rank's process in /proc")
+def test_kedro_run_with_two_ranks_a_killed_rank_and_resume(small_raw, tmp_path, kedro_run):
+    """`kedro run` starts 2 ranks and leaves one model, one history and one MLflow run;
+    a rank killed with SIGKILL fails the run naming it, the earlier model intact; the
+    rerun resumes from rank 0's checkpoint and finishes."""
+    training = {**TINY_VIT, "epochs": 2, "batch_size": 16, "eval_batch_size": 64}
+    parameters = {"training": training, "evaluation": {"tta_views": 1}}
+    project = make_project(tmp_path / "project", small_raw, parameters=parameters)
+    kedro_run(project, "data_processing")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FER_TEST_RUN": marker}
+
+    def run(*params: str) -> subprocess.Popen:
+        command = ["kedro", "run", "--pipelines", "training", "--params"]
+        command.append(",".join(["training.nproc_per_node=2", *params]))
+        return subprocess.Popen(
+            command,
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    first = run()
+    log = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, log[-4000:]
+    assert "[rank 0/2]" in log and "[rank 1/2]" in log
+    models = list((project / "data/06_models/model.safetensors").iterdir())
+    histories = list((project / "data/07_model_output/training_history.csv").iterdir())
+    assert len(models) == 1 and len(histories) == 1
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fer_pipeline").experiment_id])
+    assert len(runs) == 1 and "val_accuracy" in runs[0].data.metrics
+    assert not list((project / "data/06_models/checkpoints").iterdir())
+
+    killed = run("training.epochs=40")
+    checkpoints = project / "data/06_models/checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(_rank_pid(marker, rank=1), signal.SIGKILL)
+    log = killed.communicate(timeout=300)[0]
+    assert killed.returncode != 0
+    assert "training rank 1 (local rank 1" in log and "SIGKILL" in log, log[-4000:]
+    assert list((project / "data/06_models/model.safetensors").iterdir()) == models
+    assert catalog_of(project).load("model").spec.epochs == 2
+
+    resumed = run("training.epochs=40")
+    log = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, log[-4000:]
+    assert "Resuming from" in log and "[rank 1/2]" in log
+    assert len(list((project / "data/06_models/model.safetensors").iterdir())) == 2
+    assert catalog_of(project).load("model").spec.epochs == 40
