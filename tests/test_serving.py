@@ -6,7 +6,6 @@ import io
 import zipfile
 
 import cv2
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +17,6 @@ from serving_fixtures import SLOTS, YUNET, photo, raf_faces, small_model
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.modelling.export import onnx_logits
-from fer_pipeline.modelling.pyfunc import FerPyfuncModel
 from fer_pipeline.pipelines.export.nodes import exported_models
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.app import Settings, create_app, load_model
@@ -157,7 +155,8 @@ def test_bad_input_is_refused_and_the_server_keeps_serving(client, faces):
     assert post(photo(faces)).status_code == 200
 
 
-def test_models_load_from_the_catalog_and_from_mlflow(bundle, small_raw, tmp_path, monkeypatch):
+def test_the_model_loads_from_the_catalog(bundle, small_raw, tmp_path, monkeypatch):
+    """The latest versioned model by default (MLflow models: test_tracking.py)."""
     project = make_project(tmp_path / "project", small_raw)
     monkeypatch.chdir(project)
     catalog_of(project).save("model", bundle)
@@ -165,19 +164,6 @@ def test_models_load_from_the_catalog_and_from_mlflow(bundle, small_raw, tmp_pat
     monkeypatch.delenv("FER_MODEL_URI", raising=False)
     loaded, version = load_model()
     assert loaded.spec == bundle.spec and len(version) > 10
-    # Kedro sessions earlier in this process leave their run active and their experiment
-    # in the environment; isolate this test's MLflow state.
-    while mlflow.active_run():
-        mlflow.end_run()
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_experiment("serving")
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=FerPyfuncModel(bundle))
-    monkeypatch.setenv("FER_MODEL_URI", info.model_uri)
-    loaded, version = load_model()
-    assert version == info.model_uri and loaded.spec == bundle.spec
 
 
 def test_export_parity_on_real_images(bundle, faces, shared_data):

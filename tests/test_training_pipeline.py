@@ -3,9 +3,11 @@ Kedro-Viz static build."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import zipfile
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -17,6 +19,7 @@ from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.schema import CLASSES
+from fer_pipeline.tracking import split_digest
 
 TINY = {
     "training": {
@@ -86,7 +89,24 @@ def test_mlflow_runs_compare_and_the_model_predicts(tiny_runs, shared_data):
     assert runs[0].data.metrics["val_loss"] != runs[1].data.metrics["val_loss"]
     run = runs[-1]
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert [m.step for m in history] == [1, 2]
+    assert [m.step for m in history] == [1, 2]  # logged live: one point an epoch, as it ends
+    assert history[1].timestamp - history[0].timestamp >= 500
+    assert any(name.startswith("system/cpu") for name in run.data.metrics)  # system metrics
+    catalog = catalog_of(Path.cwd(), env="tiny")
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    for name, dataset in inputs.items():
+        assert dataset.digest == split_digest(catalog.load(name))
+    # each run registered its model; the alias follows the test accuracy
+    versions = client.search_model_versions("name='fer_pipeline'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    accuracy = {r.info.run_id: r.data.metrics["evaluation.test_accuracy"] for r in runs}
+    champion = client.get_model_version_by_alias("fer_pipeline", "champion")
+    first, second = (r.info.run_id for r in runs)
+    assert champion.run_id == (second if accuracy[second] > accuracy[first] else first)
+    report = catalog.load("evaluation_report")["registry"]
+    assert report["alias"] == ("champion" if champion.run_id == second else "challenger")
+    assert report["test_accuracy"] == pytest.approx(accuracy[second])
     evaluation = {
         "test_accuracy",
         "test_tta_accuracy",
@@ -189,3 +209,19 @@ def test_checkpoint_kept_until_the_model_is_saved(small_raw, tmp_path, kedro_run
     assert not list((project / "data/06_models/checkpoints").glob("*.pt"))
     model = catalog_of(project).load("model")
     assert model.spec.epochs == TINY["training"]["epochs"]
+
+
+def test_compare_runs_notebook(tiny_runs, monkeypatch):
+    """The notebook reads the store the two tiny runs filled: both curves on one plot,
+    the learning rate among the parameters that differ, the test figures."""
+    project, _ = tiny_runs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project.parent}/mlflow.db")
+    notebook = json.loads((PROJECT / "notebooks/compare_runs.ipynb").read_text())
+    scope: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "compare_runs.ipynb", "exec"), scope)
+    assert len(scope["chosen"]) == 2
+    assert len(scope["fig"].axes[0].get_lines()) == 2
+    assert "training.lr" in scope["differing"].index
+    assert scope["test_figures"].loc["test_accuracy"].between(0, 1).all()

@@ -1,4 +1,4 @@
-"""Project hooks."""
+"""Project hooks: what kedro-mlflow has no dataset for."""
 
 from __future__ import annotations
 
@@ -6,40 +6,13 @@ import dataclasses
 import logging
 from typing import Any
 
-import matplotlib.pyplot as plt
 import mlflow
 from kedro.framework.hooks import hook_impl
 
+from fer_pipeline.schema import SPLITS
+from fer_pipeline.tracking import active_run_id, log_split_input
+
 logger = logging.getLogger(__name__)
-
-
-class MlflowArtifactsHook:
-    """Logs a saved dataset to the active MLflow run when its catalog entry has
-    ``metadata: {mlflow_artifact: <path in the run>}``: figures as images, anything
-    else JSON-serialisable as a JSON file. The dataset itself stays a plain versioned
-    Kedro dataset."""
-
-    def __init__(self) -> None:
-        self._paths: dict[str, str] = {}
-
-    @hook_impl
-    def after_catalog_created(self, catalog: Any) -> None:
-        self._paths = {}
-        for name in catalog.keys():  # noqa: SIM118 (explicit entries; patterns resolve on use)
-            metadata = getattr(catalog.get(name), "metadata", None) or {}
-            if "mlflow_artifact" in metadata:
-                self._paths[name] = metadata["mlflow_artifact"]
-
-    @hook_impl
-    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
-        path = self._paths.get(dataset_name)
-        if path is None or mlflow.active_run() is None:
-            return
-        if isinstance(data, plt.Figure):
-            mlflow.log_figure(data, path)
-        else:
-            mlflow.log_dict(data, path)
-        logger.info("Logged %s to MLflow as %s", dataset_name, path)
 
 
 class DataclassParamsHook:
@@ -57,3 +30,47 @@ class DataclassParamsHook:
                 mlflow.log_params(
                     {f"{prefix}.{k}": v for k, v in dataclasses.asdict(value).items()}
                 )
+
+
+class SplitInputsHook:
+    """Logs each split a run reads or writes (``train``, ``val``, ``test``) as an MLflow
+    dataset input of the run: digest of its content, row count, faces per source."""
+
+    def __init__(self) -> None:
+        self._logged: set[tuple[str, str]] = set()
+        self._sources: dict[str, str] = {}
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        for name in SPLITS:
+            dataset = catalog.get(name) if name in catalog else None
+            self._sources[name] = str(getattr(dataset, "_filepath", name))
+
+    def _log(self, name: str, data: Any) -> None:
+        run_id = active_run_id()
+        if name not in SPLITS or run_id is None or (run_id, name) in self._logged:
+            return
+        log_split_input(name, data, self._sources.get(name, name))
+        self._logged.add((run_id, name))
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        self._log(dataset_name, data)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        self._log(dataset_name, data)
+
+
+class SystemMetricsHook:
+    """Turns on MLflow's system metrics (CPU, memory, disk, network, and GPU when there
+    is one) for the run kedro-mlflow starts, when the ``tracking`` parameters say so."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        tracking = context.params.get("tracking") or {}
+        if tracking.get("system_metrics"):
+            mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval"])
+            mlflow.enable_system_metrics_logging()
+        else:
+            mlflow.disable_system_metrics_logging()

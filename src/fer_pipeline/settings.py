@@ -4,9 +4,9 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
-from fer_pipeline.hooks import DataclassParamsHook, MlflowArtifactsHook
+from fer_pipeline.hooks import DataclassParamsHook, SplitInputsHook, SystemMetricsHook
 
-HOOKS = (MlflowArtifactsHook(), DataclassParamsHook())
+HOOKS = (DataclassParamsHook(), SplitInputsHook(), SystemMetricsHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", type=Path, help="YAML of training parameters")
     parser.add_argument("--out", type=Path, required=True, help="folder for the outputs")
     parser.add_argument("--checkpoint", type=Path, help="default: OUT/checkpoint.pt")
+    parser.add_argument("--mlflow-run-id", help="rank 0 logs each epoch's figures to this run")
+    parser.add_argument("--mlflow-tracking-uri", help="default: MLflow's own (environment)")
     return parser
 
 
@@ -80,6 +82,20 @@ def _write_atomically(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _epoch_logger(args: argparse.Namespace):
+    """Live MLflow metrics when a run is named (MLflow is imported only then: the
+    entry point runs without it)."""
+    if not args.mlflow_run_id:
+        return None
+    import mlflow
+
+    from fer_pipeline.tracking import EpochMetricsLogger
+
+    if args.mlflow_tracking_uri:
+        mlflow.set_tracking_uri(args.mlflow_tracking_uri)
+    return EpochMetricsLogger(args.mlflow_run_id)
+
+
 @record  # a failing rank's traceback reaches the launcher's error report
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         train, val = read_split(args.train), read_split(args.val)
         checkpoint = args.checkpoint or args.out / "checkpoint.pt"
-        bundle, history = fit_frames(train, val, config, checkpoint)
+        bundle, history = fit_frames(train, val, config, checkpoint, _epoch_logger(args))
         if ranks.main:
             args.out.mkdir(parents=True, exist_ok=True)
             _write_atomically(args.out / OUTPUT_MODEL, bundle.save)

@@ -145,10 +145,15 @@ def _failure_message(exc: Exception) -> str:
 
 
 def launch_fit(
-    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, checkpoint: Path
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    config: TrainConfig,
+    checkpoint: Path,
+    mlflow_run_id: str | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """``fit_frames`` in ``nproc_per_node`` ranks on this machine (and those of the other
     ``nnodes``), started by torch's elastic launcher; returns rank 0's model and history.
+    With ``mlflow_run_id``, rank 0 logs each epoch's figures to that run as it goes.
 
     The splits and the recipe go to a working folder beside ``checkpoint``, which the
     ranks read; it is removed once the model is back. A rank that fails stops the
@@ -168,6 +173,13 @@ def launch_fit(
         f"--out={work}",
         f"--checkpoint={checkpoint}",
     ]
+    if mlflow_run_id:
+        import mlflow
+
+        worker_args += [
+            f"--mlflow-run-id={mlflow_run_id}",
+            f"--mlflow-tracking-uri={mlflow.get_tracking_uri()}",
+        ]
     logger.info(
         "Starting %d training ranks on this machine (%d machine(s)) with torchrun's launcher",
         config.nproc_per_node,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -162,6 +163,16 @@ class ModelBundle:
         model = build_model(self.spec.name, self.spec.image_size, **self.spec.model_kwargs)
         model.load_state_dict(self.state_dict)
         return model.eval()
+
+    def digest(self) -> str:
+        """A digest of the weights: the same for the same trained model wherever it is."""
+        sha = hashlib.sha256()
+        for key in sorted(self.state_dict):
+            sha.update(key.encode())
+            sha.update(
+                self.state_dict[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+            )
+        return sha.hexdigest()[:20]
 
     def save(self, path: str | Path) -> None:
         """One safetensors file; the spec goes in its metadata."""

@@ -1,28 +1,52 @@
 """The trained model as an MLflow pyfunc model: encoded images in, probabilities out.
 
+The weights travel as the model's ``weights`` artifact, a ``ModelBundle`` safetensors
+file, not inside the pickled Python object: serving reads that file without
+unpickling anything (``fer_pipeline.tracking.load_registered_bundle``).
+
 No `from __future__ import annotations` here: MLflow reads the type hints of `predict`.
 """
 
 from typing import Any
 
+import cv2
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 
 from fer_pipeline.images import decode_image
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.predictor import Predictor
+from fer_pipeline.schema import CLASSES
+
+WEIGHTS_ARTIFACT = "weights"
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("binary", "image")]),
+    outputs=Schema([*(ColSpec("double", name) for name in CLASSES), ColSpec("string", "label")]),
+)
+
+
+def input_example() -> pd.DataFrame:
+    """One encoded 48 px grey image, the size of a FER+ face."""
+    gradient = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (48, 1))
+    return pd.DataFrame({"image": [cv2.imencode(".png", gradient)[1].tobytes()]})
 
 
 class FerPyfuncModel(mlflow.pyfunc.PythonModel):
     """``predict`` takes a DataFrame with an ``image`` column of encoded face crops and
     returns one probability column per class plus ``label``."""
 
-    def __init__(self, bundle: ModelBundle):
+    def __init__(self, bundle: ModelBundle | None = None):
         self.bundle = bundle
         self._predictor: Predictor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "_predictor": None}
+        return {"bundle": None, "_predictor": None}  # the weights are the artifact
+
+    def load_context(self, context) -> None:
+        self.bundle = ModelBundle.load(context.artifacts[WEIGHTS_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._predictor is None:

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +375,7 @@ def fit(
     val_labels: torch.Tensor,
     config: TrainConfig,
     checkpoint: Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """Train on uint8 images ``(N, 3, S, S)`` with target distributions ``(N, 7)``
     (one-hot unless ``config.soft_targets``); validate on integer labels after every
@@ -381,8 +383,9 @@ def fit(
     resized on the device.
 
     With ``checkpoint``, every epoch ends by saving one there, and a call that finds one
-    resumes after its epoch. Returns the best model by ``config.monitor`` (the EMA
-    weights when enabled) and the per-epoch history.
+    resumes after its epoch. ``on_epoch`` gets each epoch's history row in rank 0 (a
+    resumed run's restored rows first, once each): live tracking. Returns the best
+    model by ``config.monitor`` (the EMA weights when enabled) and the per-epoch history.
     """
     trainer = setup(config, len(train_images))
     start = 0
@@ -391,6 +394,9 @@ def fit(
             start = load_checkpoint(trainer, checkpoint)
         except ValueError:
             trainer = setup(config, len(train_images))  # a partial restore is discarded
+    report = on_epoch if on_epoch is not None and trainer.ranks.main else lambda row: None
+    for row in trainer.history:
+        report(row)
     device = trainer.device
     train_images = _place_train_images(trainer, train_images)
     train_targets = train_targets.to(device)
@@ -452,6 +458,7 @@ def fit(
                 config.epochs,
                 ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
             )
+        report(row)
         score = row[config.monitor]
         if math.isnan(score):
             score = -row["train_loss"]
@@ -494,7 +501,11 @@ def stratified_subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.Da
 
 
 def fit_frames(
-    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, checkpoint: Path | None = None
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    config: TrainConfig,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """``fit`` on split tables (``image``, ``label``, ``soft_label`` and ``source``
     columns), on ``train_subset`` rows of ``train`` when set, each image decoded once at
@@ -512,4 +523,5 @@ def fit_frames(
         torch.tensor(val["label"].to_numpy()),
         config,
         checkpoint,
+        on_epoch,
     )

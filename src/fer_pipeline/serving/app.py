@@ -2,7 +2,8 @@
 
 The model is the latest versioned ``model`` in the Kedro catalog of the project in
 ``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``), or
-the MLflow model at ``FER_MODEL_URI`` when that is set. Other settings, also from the
+the MLflow model at ``FER_MODEL_URI`` when that is set (``models:/fer_pipeline@champion``,
+read from its weights file without unpickling anything). Other settings, also from the
 environment: ``FER_MAX_UPLOAD_BYTES`` (default 10 MB), ``FER_MAX_PIXELS`` (default 40
 megapixels), ``FER_DETECTOR`` (``haar`` or ``yunet``), ``FER_YUNET_MODEL`` (its ONNX file),
 ``FER_MIN_FACE`` (smallest face side in pixels, default 48),
@@ -60,10 +61,10 @@ class Settings:
 def load_model() -> tuple[ModelBundle, str]:
     """The model to serve and a version string for ``/health``."""
     uri = os.environ.get("FER_MODEL_URI")
-    if uri:
-        import mlflow.pyfunc
+    if uri:  # its safetensors weights: nothing is unpickled
+        from fer_pipeline.tracking import load_registered_bundle
 
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model().bundle, uri
+        return load_registered_bundle(uri), uri
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 

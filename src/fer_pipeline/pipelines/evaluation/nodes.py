@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -13,6 +14,9 @@ from fer_pipeline.modelling.metrics import calibration, classification_report
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
+from fer_pipeline.tracking import promote, split_digest
+
+logger = logging.getLogger(__name__)
 
 SUMMARY = ("accuracy", "macro_f1", "ece")
 
@@ -60,6 +64,22 @@ def evaluate_model(
         reliability_figure(calibrations),
         predictions,
     )
+
+
+def promote_model(
+    scores: dict[str, Any],
+    model: ModelBundle,
+    registration: dict[str, Any],
+    test: pd.DataFrame,
+) -> dict[str, Any]:
+    """The evaluation report with the registry's decision: the registered version of
+    ``model`` becomes ``champion`` when its plain test accuracy beats the champion's on
+    the same test set (same content digest), ``challenger`` otherwise."""
+    if registration.get("weights_digest") != model.digest():
+        logger.warning("The latest registered model is not the evaluated one: no alias set")
+        return scores | {"registry": {"alias": None, "reason": "model not registered"}}
+    accuracy = scores["test"]["plain"]["accuracy"]
+    return scores | {"registry": promote(registration, accuracy, split_digest(test))}
 
 
 def _headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, float]]:

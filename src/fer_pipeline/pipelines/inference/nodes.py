@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.serving.recognise import recogniser_from_params
+from fer_pipeline.tracking import load_registered_bundle
 
 logger = logging.getLogger(__name__)
 FACE_COLUMNS = ("path", "face_index", "x", "y", "w", "h", "label")
@@ -24,7 +25,11 @@ def predicted_faces(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per face found (``path``, ``face_index``, box ``x, y, w, h``, ``label``,
     ``p_<class>``), and a report listing the images with no face and the unreadable
-    files (skipped, with the reason)."""
+    files (skipped, with the reason). With ``inference.model_uri`` (e.g.
+    ``models:/fer_pipeline@champion``) that MLflow model's weights replace ``model``."""
+    if inference.get("model_uri"):
+        model = load_registered_bundle(inference["model_uri"])
+        logger.info("Model %s from %s", model.spec.name, inference["model_uri"])
     recogniser = recogniser_from_params(model, inference)
     rows, no_face, unreadable = [], [], []
     for path, data in tqdm(
@@ -52,7 +57,8 @@ def predicted_faces(
         "images_with_faces": len({r[0] for r in rows}),
         "no_face": no_face,
         "unreadable": unreadable,
-        "model": {k: getattr(model.spec, k) for k in ("name", "image_size", "val_accuracy")},
+        "model": {k: getattr(model.spec, k) for k in ("name", "image_size", "val_accuracy")}
+        | {"uri": inference.get("model_uri")},
         "detector": inference["detector"],
     }
     logger.info(

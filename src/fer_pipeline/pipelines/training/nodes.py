@@ -7,9 +7,11 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from mlflow.pyfunc import PyFuncModel
 
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import launch_fit
@@ -17,6 +19,7 @@ from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
 from fer_pipeline.modelling.train import fit_frames
+from fer_pipeline.tracking import EpochMetricsLogger, active_run_id, register
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +40,12 @@ def train_model(
         (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
     ).hexdigest()[:16]
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
+    run_id = active_run_id()  # the epochs' figures go to it as they come
     if config.nproc_per_node * config.nnodes > 1:
-        bundle, history = launch_fit(train, val, config, checkpoint)
+        bundle, history = launch_fit(train, val, config, checkpoint, run_id)
     else:
-        bundle, history = fit_frames(train, val, config, checkpoint)
+        on_epoch = EpochMetricsLogger(run_id) if run_id else None
+        bundle, history = fit_frames(train, val, config, checkpoint, on_epoch)
     return bundle, pd.DataFrame(history), str(checkpoint)
 
 
@@ -51,17 +56,6 @@ def remove_checkpoint(model: ModelBundle, checkpoint: str) -> None:
     logger.info("Model %s saved; removed its checkpoint %s", model.spec.name, checkpoint)
 
 
-def training_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
-    """Per-epoch histories for MLflow: ``{metric: [{value, step}, ...]}``."""
-    return {
-        column: [
-            {"value": float(v), "step": int(e)} for e, v in zip(history["epoch"], history[column])
-        ]
-        for column in history.columns
-        if column != "epoch"
-    }
-
-
 def training_curves(history: pd.DataFrame) -> plt.Figure:
     """Loss, accuracy and learning-rate curves."""
     return history_figure(history)
@@ -70,3 +64,11 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
 def pyfunc_model(model: ModelBundle) -> FerPyfuncModel:
     """The model as an MLflow pyfunc model (images in, probabilities out)."""
     return FerPyfuncModel(model)
+
+
+def register_model(mlflow_model: PyFuncModel, registry: dict[str, Any]) -> dict[str, Any]:
+    """Registers the model just logged under ``registry.name``; returns the version
+    (the evaluation pipeline sets its alias)."""
+    bundle = mlflow_model.unwrap_python_model().bundle
+    uri = f"models:/{mlflow_model.metadata.model_id}"
+    return register(uri, registry["name"], bundle.digest())

@@ -1,13 +1,14 @@
-"""Training: train / val -> model, history, MLflow metrics, curves and pyfunc model."""
+"""Training: train / val -> model, history, curves, and the pyfunc model logged to MLflow
+and registered (the epochs' metrics reach MLflow live, from the training node)."""
 
 from kedro.pipeline import Pipeline, node
 
 from .nodes import (
     pyfunc_model,
+    register_model,
     remove_checkpoint,
     train_model,
     training_curves,
-    training_metrics,
 )
 
 
@@ -26,9 +27,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 None,
                 name="remove_checkpoint",
             ),
-            node(training_metrics, "training_history", "training_metrics", name="training_metrics"),
             node(training_curves, "training_history", "training_curves", name="training_curves"),
             node(pyfunc_model, "model", "mlflow_model", name="pyfunc_model"),
+            node(
+                register_model,
+                ["mlflow_model", "params:registry"],
+                "model_registration",
+                name="register_model",
+            ),
         ],
         tags=["training"],
     )

@@ -1,0 +1,128 @@
+"""What runs tell MLflow beyond kedro-mlflow's datasets: metrics live at every epoch, the
+splits as dataset inputs, the registered model and its ``champion`` / ``challenger``
+aliases, and reading a registered model back without unpickling code."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from fer_pipeline.modelling.models import ModelBundle
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class EpochMetricsLogger:
+    """Logs each history row to an MLflow run as it comes: every figure at step = epoch,
+    so the UI draws the curves while the run trains."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+
+    def __call__(self, row: dict[str, float]) -> None:
+        now, step = int(time.time() * 1000), int(row["epoch"])
+        metrics = [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch"]
+        self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+def split_digest(frame: pd.DataFrame) -> str:
+    """A digest of a split's content: its images' pixel hashes and labels, in order."""
+    content = "\n".join(f"{h}:{y}" for h, y in zip(frame["pixel_hash"], frame["label"]))
+    return hashlib.sha256(content.encode()).hexdigest()[:20]
+
+
+def log_split_input(name: str, frame: pd.DataFrame, source: str) -> None:
+    """``frame`` (a train/val/test split) as a dataset input of the active run: its
+    table without the image bytes, a content digest, row count and faces per source."""
+    dataset = mlflow.data.from_pandas(
+        frame.drop(columns=["image"], errors="ignore"),
+        source=source,
+        name=name,
+        targets="label",
+        digest=split_digest(frame),
+    )
+    counts = frame["source"].value_counts().sort_index()
+    tags = {"sources": ", ".join(f"{s}={n}" for s, n in counts.items())}
+    mlflow.log_input(dataset, context=name, tags=tags)
+
+
+def register(model_uri: str, name: str, weights_digest: str) -> dict[str, Any]:
+    """Registers the logged model at ``model_uri`` under ``name``; returns what the
+    evaluation needs to find it again."""
+    version = mlflow.register_model(model_uri, name)
+    logger.info("Registered %s as %s version %s", model_uri, name, version.version)
+    return {
+        "name": name,
+        "version": str(version.version),
+        "model_uri": model_uri,
+        "run_id": version.run_id,
+        "weights_digest": weights_digest,
+    }
+
+
+def promote(registration: dict[str, Any], accuracy: float, test_digest: str) -> dict[str, Any]:
+    """Sets ``champion`` on the registered version when its test accuracy beats the
+    current champion's on the same test set (same digest), ``challenger`` otherwise;
+    returns the decision with both figures. The figures stay on each version as tags."""
+    client = mlflow.MlflowClient()
+    name, version = registration["name"], registration["version"]
+    client.set_model_version_tag(name, version, "test_accuracy", str(accuracy))
+    client.set_model_version_tag(name, version, "test_digest", test_digest)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    decision: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "test_accuracy": accuracy,
+        "test_digest": test_digest,
+        "champion_version": str(champion.version) if champion else None,
+        "champion_test_accuracy": None,
+    }
+    if champion is None:
+        alias, reason = CHAMPION, "no champion yet"
+    elif str(champion.version) == version:
+        alias, reason = CHAMPION, "already the champion"
+    elif champion.tags.get("test_digest") != test_digest:
+        alias, reason = CHALLENGER, "the champion was scored on another test set"
+    else:
+        best = float(champion.tags["test_accuracy"])
+        decision["champion_test_accuracy"] = best
+        if accuracy > best:
+            alias, reason = CHAMPION, f"test accuracy {accuracy:.4f} > champion's {best:.4f}"
+        else:
+            alias, reason = CHALLENGER, f"test accuracy {accuracy:.4f} <= champion's {best:.4f}"
+    client.set_registered_model_alias(name, alias, version)
+    logger.info("%s version %s is now %s: %s", name, version, alias, reason)
+    return decision | {"alias": alias, "reason": reason}
+
+
+def load_registered_bundle(uri: str) -> ModelBundle:
+    """The ``ModelBundle`` of an MLflow model (``models:/<name>@champion``,
+    ``models:/<name>/<version>``, ``runs:/...``) from its safetensors weights artifact:
+    tensors and JSON only, no code is unpickled."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    files = sorted(local.glob("artifacts/*.safetensors"))
+    if not files:
+        raise FileNotFoundError(
+            f"{uri} holds no safetensors weights under artifacts/: not a model logged by "
+            "this project's training pipeline"
+        )
+    return ModelBundle.load(files[0])
