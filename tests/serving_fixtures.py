@@ -15,7 +15,6 @@ from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.modelling.train import fit
 
-YUNET = Path(__file__).resolve().parents[2] / "shared/models/face_detection_yunet_2023mar.onnx"
 SLOTS = [(40, 50), (250, 60)]  # where faces go on a 400 x 220 canvas
 GREY = 120
 

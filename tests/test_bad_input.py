@@ -56,6 +56,21 @@ def test_truncated_jpeg_is_corrupt(project, small_raw, kedro_run):
         kedro_run(project, "ingestion")
 
 
+def test_jpeg_with_corrupt_data_is_refused(project, small_raw, kedro_run):
+    """Scan data overwritten, end-of-image marker intact: OpenCV and Pillow would decode
+    noise; strict decoding names the file and line."""
+    archive = small_raw / "rafdb/basic/Image/aligned.zip"
+    with zipfile.ZipFile(archive) as src:
+        data = bytearray(src.read("aligned/train_00002_aligned.jpg"))
+    start = data.find(b"\xff\xda") + 200
+    data[start : start + 600] = bytes(range(1, 201)) * 3
+    assert data.endswith(b"\xff\xd9")
+    _rewrite_zip(archive, {"aligned/train_00002_aligned.jpg": bytes(data)})
+    with raises_in_chain(InputDataError, r"train_00002_aligned\.jpg.*corrupt JPEG") as error:
+        kedro_run(project, "ingestion")
+    assert "list_patition_label.txt line 2" in str(error.error)
+
+
 def test_truncated_csv_names_file_and_line(project, small_raw, kedro_run):
     csv = small_raw / "ferplus/fer2013.csv"
     text = csv.read_text()

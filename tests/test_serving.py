@@ -12,7 +12,7 @@ import pytest
 from conftest import catalog_of, make_project
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_fixtures import SLOTS, YUNET, photo, raf_faces, small_model
+from serving_fixtures import SLOTS, photo, raf_faces, small_model
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
@@ -46,13 +46,13 @@ def bundle(shared_data):
 def client(bundle):
     settings = Settings(max_upload_bytes=2_000_000, max_pixels=4_000_000)
     app = create_app(recogniser_from_params(bundle, DETECTOR), "test-version", settings)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
 
 @pytest.mark.parametrize("method", ["haar", "yunet"])
 def test_detectors_find_both_faces(faces, method):
-    detector = FaceDetector(method, str(YUNET)) if method == "yunet" else FaceDetector()
+    detector = FaceDetector(method)  # YuNet: the file shipped in the package
     boxes = sorted(detector.detect(decode_image(photo(faces))))
     assert len(boxes) == 2
     for (x, y, w, h), (sx, sy) in zip(boxes, SLOTS):
@@ -61,8 +61,9 @@ def test_detectors_find_both_faces(faces, method):
 
 def test_faces_below_min_face_are_skipped(faces, monkeypatch):
     small = cv2.resize(decode_image(photo(faces)), None, fx=0.35, fy=0.35)  # faces ~40 px
-    assert len(FaceDetector(min_face=24).detect(small)) == 1
-    assert FaceDetector().detect(small) == []  # default: 48 px
+    assert len(FaceDetector("haar", min_face=24).detect(small)) == 1
+    assert FaceDetector("haar").detect(small) == []  # default: 48 px
+    assert FaceDetector().detect(small) == []  # YuNet, the default detector, too
     monkeypatch.setenv("FER_MIN_FACE", "24")
     assert Settings.from_env().min_face == 24
 
@@ -190,3 +191,175 @@ def test_onnx_and_torch_backends_agree(bundle, faces):
 
     onnx, torch_ = Predictor(bundle, backend="onnx"), Predictor(bundle, backend="torch")
     np.testing.assert_allclose(onnx.probabilities(faces), torch_.probabilities(faces), atol=1e-5)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels, with next to no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _app_client(bundle, **settings) -> TestClient:
+    app = create_app(recogniser_from_params(bundle, DETECTOR), "v", Settings(**settings))
+    return TestClient(app, base_url="http://localhost")
+
+
+def test_hostile_images_get_4xx_with_their_reason(client, faces, caplog):
+    def post(data: bytes, name: str = "x.png"):
+        return client.post("/predict", files={"file": (name, data, "application/octet-stream")})
+
+    for side in (50_000, 12_000):  # beyond Pillow's own bomb ceiling, and beyond ours
+        response = post(_png_header(side, side))
+        assert response.status_code == 413, response.text
+    good = bytearray(encode_jpeg(faces[0]))
+    start = good.find(b"\xff\xda") + 200
+    good[start : start + 600] = bytes(range(1, 201)) * 3  # corrupt scan, end marker intact
+    with caplog.at_level("WARNING", logger="fer_pipeline.serving"):
+        response = post(bytes(good), "noise.jpg")
+    assert response.status_code == 422 and "corrupt JPEG" in response.json()["detail"]
+    assert "422 POST /predict: the image cannot be decoded: corrupt JPEG" in caplog.text
+
+
+def test_exif_orientation_sets_the_frame(client, faces):
+    """A photo as a camera held upright stores it: pixels turned 90 degrees, EXIF
+    orientation 6. Faces are found upright, and width, height and boxes are those of
+    the image as shown (400 x 220), not of the stored pixels (220 x 400)."""
+    shown = decode_image(photo(faces))  # 400 x 220, faces upright
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    buffer = io.BytesIO()
+    Image.fromarray(np.rot90(shown, 1)).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    body = client.post("/predict", files={"file": ("r.jpg", buffer.getvalue(), "image/jpeg")})
+    body = body.json()
+    assert (body["width"], body["height"]) == (400, 220) and len(body["faces"]) == 2
+    for x, y, w, h in (face["box"] for face in body["faces"]):
+        assert x + w <= 400 and y + h <= 220
+
+
+def test_upload_limits_refuse_before_reading_the_body():
+    import asyncio
+
+    from fer_pipeline.serving.app import BodyLimit
+
+    async def never_called(scope, receive, send):
+        raise AssertionError("the app ran")
+
+    async def no_receive():
+        raise AssertionError("the body was read")
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [(b"content-length", b"200000000")],
+    }
+    asyncio.run(BodyLimit(never_called, limit=1000)(scope, no_receive, send))
+    assert sent[0]["status"] == 413
+
+    # no Content-Length: the streamed size is counted, the rest is never read
+    chunks = iter([b"x" * 600] * 100)
+    read = []
+
+    async def stream():
+        read.append(1)
+        return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+    async def reader(scope, receive, send):
+        while True:
+            await receive()
+
+    sent.clear()
+    scope["headers"] = []
+    asyncio.run(BodyLimit(reader, limit=1000)(scope, stream, send))
+    assert sent[0]["status"] == 413 and len(read) == 2
+
+
+def test_faces_are_capped_and_access_is_guarded(bundle, faces):
+    two = photo(faces)
+    with _app_client(
+        bundle, max_faces=1, api_key="s3cret", cors_origins=["https://app.example"]
+    ) as guarded:
+        files = {"file": ("two.jpg", two, "image/jpeg")}
+        assert guarded.post("/predict", files=files).status_code == 401
+        response = guarded.post("/predict", files=files, headers={"X-API-Key": "s3cret"})
+        body = response.json()
+        assert len(body["faces"]) == 1 and body["faces_capped"] and body["faces_found"] == 2
+        preflight = guarded.options(
+            "/predict",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert guarded.get("/health", headers={"Host": "evil.example"}).status_code == 400
+    with _app_client(bundle) as plain:
+        response = plain.get("/health", headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in response.headers  # CORS off by default
+        docs = plain.get("/docs").text
+        assert "/docs-static/swagger-ui-bundle.js" in docs and "cdn" not in docs
+        assert plain.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_heavy_request_does_not_hold_up_a_light_one(bundle, faces, monkeypatch):
+    """Detection on a big image is held (as a slow one would be) until the test lets it
+    go: a one-face request sent meanwhile is answered while it is still held, and a
+    server whose workers and queue are all taken answers 503 with Retry-After."""
+    import threading
+    import time
+
+    recogniser = recogniser_from_params(bundle, DETECTOR)
+    detect, release, held = recogniser.detector.detect, threading.Event(), []
+
+    def held_on_big_images(pixels):
+        if pixels.shape[1] > 1000:
+            held.append(1)
+            release.wait(timeout=60)
+        return detect(pixels)
+
+    def wait_until_held(count: int) -> None:
+        for _ in range(3000):
+            if len(held) >= count:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"{count} heavy requests never reached detection")
+
+    monkeypatch.setattr(recogniser.detector, "detect", held_on_big_images)
+    big = encode_jpeg(cv2.resize(decode_image(photo(faces)), (2000, 1100)))
+    app = create_app(recogniser, "v", Settings(workers=2, queue=0))
+    answers: list = []
+    with TestClient(app, base_url="http://localhost") as client:
+
+        def heavy():
+            answers.append(client.post("/predict", files={"file": ("b.jpg", big)}))
+
+        threads = [threading.Thread(target=heavy) for _ in range(2)]
+        try:
+            threads[0].start()
+            wait_until_held(1)
+            light = client.post("/predict", files={"file": ("l.jpg", photo(faces))})
+            assert light.status_code == 200 and len(light.json()["faces"]) == 2
+            assert not answers  # answered while the heavy one is still held
+            threads[1].start()
+            wait_until_held(2)  # both workers taken, no queue
+            full = client.post("/predict", files={"file": ("l.jpg", photo(faces))})
+            assert full.status_code == 503 and full.headers["retry-after"] == "1"
+        finally:
+            release.set()
+            for thread in threads:
+                if thread.is_alive() or thread.ident:
+                    thread.join()
+    assert [a.status_code for a in answers] == [200, 200]

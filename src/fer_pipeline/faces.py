@@ -1,5 +1,5 @@
-"""Face detection with OpenCV (Haar cascade shipped with OpenCV, or YuNet from an ONNX
-file) and cropping with a margin."""
+"""Face detection with OpenCV (YuNet, whose ONNX file ships in this package, or the Haar
+cascade shipped with OpenCV) and cropping with a margin."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from fer_pipeline.images import to_gray
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels."""
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
+YUNET_MODEL = Path(__file__).with_name("detectors") / "face_detection_yunet_2023mar.onnx"
+"""OpenCV Zoo's YuNet (MIT, ``detectors/LICENSE-yunet.txt``), the default detector."""
 MIN_FACE = 48
 """Default smallest face side in pixels: FER2013's own resolution. Smaller faces hold
 too little expression detail to classify, and skipping them makes detection ~2x faster."""
@@ -22,15 +24,15 @@ class FaceDetector:
     """``detect(pixels)`` -> face boxes, largest first.
 
     Args:
-        method: ``haar`` (OpenCV's frontal-face cascade, shipped with opencv-python 4.x)
-            or ``yunet`` (OpenCV's YuNet, from the ONNX file ``yunet_model``).
+        method: ``yunet`` (OpenCV's YuNet; ``yunet_model`` another ONNX file than the
+            one shipped) or ``haar`` (OpenCV's frontal-face cascade).
         min_face: smallest face side in pixels.
         score_threshold: YuNet's confidence threshold.
     """
 
     def __init__(
         self,
-        method: str = "haar",
+        method: str = "yunet",
         yunet_model: str | None = None,
         min_face: int = MIN_FACE,
         score_threshold: float = 0.6,
@@ -42,7 +44,8 @@ class FaceDetector:
             if self._haar.empty():
                 raise FileNotFoundError(f"OpenCV's Haar cascade is missing: {cascade}")
         elif method == "yunet":
-            if not yunet_model or not Path(yunet_model).is_file():
+            yunet_model = yunet_model or str(YUNET_MODEL)
+            if not Path(yunet_model).is_file():
                 raise FileNotFoundError(f"YuNet model file not found: {yunet_model}")
             self._yunet = cv2.FaceDetectorYN.create(
                 str(yunet_model), "", (320, 320), score_threshold

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,8 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
+import simplejpeg
+from PIL import Image
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -23,17 +26,66 @@ _CHUNK = 256
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded bytes to uint8 pixels: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB.
 
-    Raises ``ValueError`` for bytes that are not a complete image.
+    Raises ``ValueError`` for bytes that are not a complete, intact image. JPEGs are
+    decoded strictly (libjpeg-turbo through simplejpeg): corrupt entropy-coded data,
+    which OpenCV and Pillow decode to noise with only a warning on stderr, is an error.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
-    if buf[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in buf[-1024:].tobytes():
-        raise ValueError("truncated JPEG (no end-of-image marker)")
-    pixels = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR)
+    if buf[:2].tobytes() == b"\xff\xd8":
+        if b"\xff\xd9" not in buf[-1024:].tobytes():
+            raise ValueError("truncated JPEG (no end-of-image marker)")
+        pixels = _decode_jpeg(data)
+    else:
+        pixels = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if pixels is None:
+            raise ValueError("not a decodable image")
+        if pixels.ndim == 3:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return upright(pixels, exif_orientation(data))
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of encoded bytes; 1 when absent or unreadable."""
+    head = data[:65536]  # JPEG's APP1, PNG's eXIf or WebP's EXIF chunk, near the start
+    if not any(marker in head for marker in (b"Exif", b"eXIf", b"EXIF")):
+        return 1
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block does not make the pixels unreadable
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` turned as the EXIF ``orientation`` says (as Pillow's
+    ``ImageOps.exif_transpose``), so that boxes and sizes are those a viewer shows."""
+    turned = {
+        2: lambda p: p[:, ::-1],
+        3: lambda p: p[::-1, ::-1],
+        4: lambda p: p[::-1],
+        5: lambda p: p.swapaxes(0, 1),
+        6: lambda p: np.rot90(p, -1),
+        7: lambda p: p[::-1, ::-1].swapaxes(0, 1),
+        8: lambda p: np.rot90(p, 1),
+    }.get(orientation)
+    return pixels if turned is None else np.ascontiguousarray(turned(pixels))
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colorspace == "Gray":
+            return simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[..., 0]
+        if colorspace in ("YCbCr", "RGB"):
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as exc:
+        raise ValueError(f"corrupt JPEG ({exc})") from None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # CMYK, YCCK
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if pixels is None:
         raise ValueError("not a decodable image")
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    return pixels
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

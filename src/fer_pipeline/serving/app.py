@@ -3,28 +3,45 @@
 The model is the latest versioned ``model`` in the Kedro catalog of the project in
 ``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``), or
 the MLflow model at ``FER_MODEL_URI`` when that is set (``models:/fer_pipeline@champion``,
-read from its weights file without unpickling anything). Other settings, also from the
-environment: ``FER_MAX_UPLOAD_BYTES`` (default 10 MB), ``FER_MAX_PIXELS`` (default 40
-megapixels), ``FER_DETECTOR`` (``haar`` or ``yunet``), ``FER_YUNET_MODEL`` (its ONNX file),
-``FER_MIN_FACE`` (smallest face side in pixels, default 48),
-``FER_BACKEND`` (``onnx``, the default: the model exported at start-up and run by ONNX
-Runtime; or ``torch``).
+read from its weights file without unpickling anything). Every other setting comes from
+the environment too: see ``Settings`` (README "HTTP API").
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, Query, Response, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    Security,
+    UploadFile,
+)
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from swagger_ui_bundle import swagger_ui_path
 
 from fer_pipeline.faces import MIN_FACE, FaceDetector
 from fer_pipeline.images import decode_image
@@ -33,29 +50,103 @@ from fer_pipeline.modelling.predictor import Predictor
 from fer_pipeline.serving.recognise import FaceRecogniser
 
 PAGE = Path(__file__).with_name("static") / "index.html"
+logger = logging.getLogger("fer_pipeline.serving")
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 @dataclass
 class Settings:
-    """What the environment sets; cropping uses the defaults of ``FaceRecogniser``."""
+    """What the environment sets (``FER_<NAME>``); cropping uses the defaults of
+    ``FaceRecogniser``."""
 
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    detector: str = "haar"
-    yunet_model: str | None = None
-    min_face: int = MIN_FACE
-    backend: str = "onnx"
+    max_upload_bytes: int = 10 * 1024 * 1024  # FER_MAX_UPLOAD_BYTES
+    max_pixels: int = 40_000_000  # FER_MAX_PIXELS
+    max_faces: int = 32  # FER_MAX_FACES: the largest faces classified per image
+    detector: str = "yunet"  # FER_DETECTOR: yunet | haar
+    yunet_model: str | None = None  # FER_YUNET_MODEL: another YuNet ONNX file
+    min_face: int = MIN_FACE  # FER_MIN_FACE
+    backend: str = "onnx"  # FER_BACKEND: onnx | torch
+    workers: int = 2  # FER_WORKERS: images decoded and searched at once
+    queue: int = 8  # FER_QUEUE: requests waiting for a worker before 503
+    api_key: str | None = None  # FER_API_KEY: required as the X-API-Key header when set
+    allowed_hosts: list[str] = field(  # FER_ALLOWED_HOSTS: Host headers served
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]", "::1"]
+    )
+    cors_origins: list[str] = field(default_factory=list)  # FER_CORS_ORIGINS: none = off
 
     @classmethod
     def from_env(cls) -> Settings:
+        env, default = os.environ.get, cls()
+
+        def number(name: str, value: int) -> int:
+            return int(env(f"FER_{name}", value))
+
         return cls(
-            max_upload_bytes=int(os.environ.get("FER_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
-            max_pixels=int(os.environ.get("FER_MAX_PIXELS", cls.max_pixels)),
-            detector=os.environ.get("FER_DETECTOR", cls.detector),
-            yunet_model=os.environ.get("FER_YUNET_MODEL") or None,
-            min_face=int(os.environ.get("FER_MIN_FACE", cls.min_face)),
-            backend=os.environ.get("FER_BACKEND", cls.backend),
+            max_upload_bytes=number("MAX_UPLOAD_BYTES", default.max_upload_bytes),
+            max_pixels=number("MAX_PIXELS", default.max_pixels),
+            max_faces=number("MAX_FACES", default.max_faces),
+            detector=env("FER_DETECTOR", default.detector),
+            yunet_model=env("FER_YUNET_MODEL") or None,
+            min_face=number("MIN_FACE", default.min_face),
+            backend=env("FER_BACKEND", default.backend),
+            workers=number("WORKERS", default.workers),
+            queue=number("QUEUE", default.queue),
+            api_key=env("FER_API_KEY") or None,
+            allowed_hosts=_names(env("FER_ALLOWED_HOSTS", ",".join(default.allowed_hosts))),
+            cors_origins=_names(env("FER_CORS_ORIGINS", "")),
         )
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413: at once from its
+    ``Content-Length``, before any of it is read, and while a body without one
+    streams in."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, send, f"{int(declared):,} bytes declared")
+        seen, started = 0, False
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, send, f"over {self.limit:,} bytes sent")
+
+    async def _refuse(self, scope: dict, send: Any, what: str) -> None:
+        detail = f"the request body is larger than {self.limit:,} bytes ({what})"
+        logger.warning("413 %s %s: %s", scope["method"], scope["path"], detail)
+        await JSONResponse({"detail": detail}, status_code=413)(scope, _no_body, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_body() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def load_model() -> tuple[ModelBundle, str]:
@@ -87,7 +178,11 @@ def create_app(
     """The app; without a ``recogniser`` it loads the model when it starts."""
     settings = settings or Settings.from_env()
     state: dict[str, Any] = {"recogniser": recogniser, "version": version}
-    lock = threading.Lock()  # one inference at a time: torch already uses every core
+    model_lock = threading.Lock()  # one classification at a time: it uses every core
+    # Decoding and detection (OpenCV releases the GIL) run in a bounded pool outside the
+    # model lock, so a heavy image holds one worker and not the requests behind it.
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="fer-predict")
+    slots = threading.BoundedSemaphore(settings.workers + settings.queue)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -98,14 +193,41 @@ def create_app(
                 FaceDetector(settings.detector, settings.yunet_model, settings.min_face),
             )
         yield
+        pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="fer_pipeline",
         summary="Facial expressions of the faces in a photo",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's files, not from a CDN
+        redoc_url=None,
     )
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)  # + form
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key"],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
 
-    @app.get("/health")
+    @app.exception_handler(StarletteHTTPException)
+    async def log_refusal(request: Request, exc: StarletteHTTPException) -> Response:
+        if 400 <= exc.status_code < 500:
+            logger.warning(
+                "%d %s %s: %s", exc.status_code, request.method, request.url.path, exc.detail
+            )
+        return await http_exception_handler(request, exc)
+
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def authorised(key: str | None = Security(key_header)) -> None:  # noqa: B008
+        if settings.api_key and key != settings.api_key:
+            raise HTTPException(401, "a valid X-API-Key header is required")
+
+    @app.get("/health", dependencies=[Depends(authorised)])
     def health() -> dict[str, Any]:
         """The model being served."""
         spec = state["recogniser"].predictor.bundle.spec
@@ -117,47 +239,86 @@ def create_app(
             "classes": spec.classes,
         }
 
-    @app.post("/predict")
-    def predict(
-        file: Annotated[UploadFile, File(description="an image (JPEG, PNG, ...)")],
-        response: Response,
-        detect: Annotated[bool, Query(description="false: the image is one cropped face")] = True,
-    ) -> dict[str, Any]:
-        """Faces found, largest first, each with its box ``[x, y, w, h]``, ``label`` and
-        the probability of every class; an empty list when there is no face. The
-        ``Server-Timing`` header gives the milliseconds spent decoding, detecting and
-        classifying."""
+    def recognise(data: bytes, detect: bool, timings: dict[str, float]) -> dict[str, Any]:
+        """Decode (EXIF orientation applied), find and classify; in a pool worker."""
         started = time.perf_counter()
-        data = file.file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise HTTPException(413, f"the file is larger than {settings.max_upload_bytes} bytes")
-        try:
-            with Image.open(io.BytesIO(data)) as header:
-                width, height = header.size
-        except (UnidentifiedImageError, OSError) as exc:
-            raise HTTPException(415, f"not an image: {file.filename}") from exc
-        if width * height > settings.max_pixels:
-            raise HTTPException(
-                413,
-                f"the image has {width * height:,} pixels; the limit is {settings.max_pixels:,}",
-            )
         try:
             pixels = decode_image(data)
         except ValueError as exc:
             raise HTTPException(422, f"the image cannot be decoded: {exc}") from exc
-        timings = {"decode": time.perf_counter() - started}
-        with lock:
-            faces = state["recogniser"].recognise(pixels, detect=detect, timings=timings)
+        timings["decode"] = time.perf_counter() - started
+        recogniser = state["recogniser"]
+        boxes = recogniser.find(pixels, detect, timings)
+        kept = boxes[: settings.max_faces]
+        with model_lock:
+            faces = recogniser.classify(pixels, kept, timings)
+        height, width = pixels.shape[:2]
+        answer = {"width": width, "height": height, "faces": faces}
+        if len(boxes) > len(kept):
+            answer |= {"faces_found": len(boxes), "faces_capped": True}
+        return answer
+
+    @app.post("/predict", dependencies=[Depends(authorised)])
+    async def predict(
+        file: Annotated[UploadFile, File(description="an image (JPEG, PNG, ...)")],
+        response: Response,
+        detect: Annotated[bool, Query(description="false: the image is one cropped face")] = True,
+    ) -> dict[str, Any]:
+        """Faces found, largest first (at most ``FER_MAX_FACES``; ``faces_capped`` says
+        when there were more), each with its box ``[x, y, w, h]``, ``label`` and the
+        probability of every class; an empty list when there is no face. ``width`` and
+        ``height`` are those of the image as shown (EXIF orientation applied), the
+        frame of the boxes. The ``Server-Timing`` header gives the milliseconds spent
+        decoding, detecting and classifying. 503 with ``Retry-After`` when the server
+        is full."""
+        data = await file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"the file is larger than {settings.max_upload_bytes} bytes")
+        _check_header(data, file.filename, settings.max_pixels)
+        if not slots.acquire(blocking=False):
+            raise HTTPException(503, "busy: try again shortly", headers={"Retry-After": "1"})
+        try:
+            timings: dict[str, float] = {}
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(pool, recognise, data, detect, timings)
+        finally:
+            slots.release()
         response.headers["Server-Timing"] = ", ".join(
             f"{name};dur={seconds * 1000:.2f}" for name, seconds in timings.items()
         )
-        return {"width": width, "height": height, "faces": faces}
+        return answer
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="fer_pipeline API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon-32x32.png",
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return PAGE.read_text()
 
     return app
+
+
+def _check_header(data: bytes, filename: str | None, max_pixels: int) -> None:
+    """415 when ``data`` is no image, 413 when its header claims over ``max_pixels``
+    pixels (a decompression bomb), before anything is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
+        raise HTTPException(413, f"the image claims too many pixels ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise HTTPException(415, f"not an image: {filename}") from exc
+    if width * height > max_pixels:
+        raise HTTPException(
+            413, f"the image has {width * height:,} pixels; the limit is {max_pixels:,}"
+        )
 
 
 app = create_app()

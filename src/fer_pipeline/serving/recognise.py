@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_pipeline.faces import FaceDetector, crop
+from fer_pipeline.faces import Box, FaceDetector, crop
 from fer_pipeline.modelling.predictor import Predictor
 
 
@@ -23,14 +23,24 @@ class FaceRecogniser:
     ) -> list[dict[str, Any]]:
         """``timings``, when given, receives the seconds spent in ``detect`` and
         ``classify``."""
-        height, width = pixels.shape[:2]
+        timings = {} if timings is None else timings
+        return self.classify(pixels, self.find(pixels, detect, timings), timings)
+
+    def find(self, pixels: np.ndarray, detect: bool, timings: dict[str, float]) -> list[Box]:
+        """The face boxes, largest first (the whole image when ``detect`` is off)."""
         started = time.perf_counter()
+        height, width = pixels.shape[:2]
         boxes = self.detector.detect(pixels) if detect else [(0, 0, width, height)]
-        detected = time.perf_counter()
+        timings["detect"] = time.perf_counter() - started
+        return boxes
+
+    def classify(
+        self, pixels: np.ndarray, boxes: list[Box], timings: dict[str, float]
+    ) -> list[dict[str, Any]]:
+        """One dict per box: ``box``, ``label`` and ``probabilities``."""
+        started = time.perf_counter()
         probs = self.predictor.probabilities([crop(pixels, b, self.margin) for b in boxes])
-        if timings is not None:
-            timings["detect"] = detected - started
-            timings["classify"] = time.perf_counter() - detected
+        timings["classify"] = time.perf_counter() - started
         classes = self.predictor.classes
         return [
             {
