@@ -7,7 +7,7 @@ model of ``--project`` or, by default, an untrained model of ``--model`` at
 p50/p95 latency, requests/s and errors.
 
     python benchmarks/serve_latency.py                       # ViT-Tiny at 224 px
-    python benchmarks/serve_latency.py --project .           # this project's latest model
+    python benchmarks/serve_latency.py --project .           # this project's latest export
     python benchmarks/serve_latency.py --detector yunet --yunet-model PATH
 """
 
@@ -27,9 +27,10 @@ import numpy as np
 from _scratch import PROJECT, scratch_project
 from kedro.io import Version
 
-from fer_pipeline.datasets import ModelBundleDataset
+from fer_pipeline.datasets import BytesDataset
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.modelling.export import to_onnx
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.serving.local import local_server
 
@@ -57,14 +58,13 @@ def single_face_images(count: int, detector: FaceDetector) -> list[bytes]:
 
 
 def throwaway_project(root: Path, model: str, size: int) -> Path:
-    """A scratch project whose latest model is an untrained ``model`` at ``size``."""
+    """A scratch project whose latest export (what the API serves) is an untrained
+    ``model`` at ``size``."""
     scratch_project(root)
     net = build_model(model, size)
     spec = ModelSpec(name=model, image_size=size, mean=[0.5] * 3, std=[0.5] * 3)
-    dataset = ModelBundleDataset(
-        str(root / "data/06_models/model.safetensors"), version=Version(None, None)
-    )
-    dataset.save(ModelBundle(spec=spec, state_dict=net.state_dict()))
+    dataset = BytesDataset(str(root / "data/06_models/model.onnx"), version=Version(None, None))
+    dataset.save(to_onnx(ModelBundle(spec=spec, state_dict=net.state_dict())))
     return root
 
 

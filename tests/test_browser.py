@@ -11,6 +11,7 @@ import pytest
 from conftest import catalog_of, make_project
 from serving_fixtures import photo, raf_faces, small_model
 
+from fer_pipeline.modelling.export import to_onnx
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.local import local_server
 
@@ -50,7 +51,7 @@ def server(shared_data, tmp_path_factory):
     project = make_project(root / "project", shared_data)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
-        catalog_of(project).save("model", small_model(shared_data))
+        catalog_of(project).save("model_onnx", to_onnx(small_model(shared_data)))
     with local_server(project, log=root / "uvicorn.log") as url:
         yield url
 

@@ -16,10 +16,11 @@ from serving_fixtures import SLOTS, photo, raf_faces, small_model
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
-from fer_pipeline.modelling.export import onnx_logits
+from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.pipelines.export.nodes import exported_models
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.app import Settings, create_app, load_model
+from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
 
 DETECTOR = {
@@ -27,8 +28,6 @@ DETECTOR = {
     "min_face": 48,
     "score_threshold": 0.6,
     "margin": 0.2,
-    "device": "cpu",
-    "backend": "onnx",
 }
 
 
@@ -43,9 +42,15 @@ def bundle(shared_data):
 
 
 @pytest.fixture(scope="module")
-def client(bundle):
+def classifier(bundle) -> OnnxClassifier:
+    """The bundle as serving runs it: its ONNX export, metadata included."""
+    return OnnxClassifier(to_onnx(bundle))
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
     settings = Settings(max_upload_bytes=2_000_000, max_pixels=4_000_000)
-    app = create_app(recogniser_from_params(bundle, DETECTOR), "test-version", settings)
+    app = create_app(recogniser_from_params(classifier, DETECTOR), "test-version", settings)
     with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
@@ -88,7 +93,7 @@ def test_inference_pipeline(faces, bundle, small_raw, tmp_path, kedro_run):
     }
     project = make_project(tmp_path / "project", small_raw, catalog=catalog)
     kedro_run(project, "data_processing")  # an empty catalog until a model exists
-    catalog_of(project).save("model", bundle)
+    catalog_of(project).save("model_onnx", to_onnx(bundle))
     kedro_run(project, "inference")
     data = catalog_of(project)
     found = data.load("inference_faces")
@@ -156,15 +161,24 @@ def test_bad_input_is_refused_and_the_server_keeps_serving(client, faces):
     assert post(photo(faces)).status_code == 200
 
 
-def test_the_model_loads_from_the_catalog(bundle, small_raw, tmp_path, monkeypatch):
-    """The latest versioned model by default (MLflow models: test_tracking.py)."""
+def test_the_model_loads_from_the_latest_export_or_a_file(bundle, small_raw, tmp_path, monkeypatch):
+    """The project's latest versioned ONNX export by default, or FER_ONNX_MODEL (MLflow
+    models: test_tracking.py)."""
     project = make_project(tmp_path / "project", small_raw)
     monkeypatch.chdir(project)
-    catalog_of(project).save("model", bundle)
     monkeypatch.setenv("FER_PROJECT_PATH", str(project))
-    monkeypatch.delenv("FER_MODEL_URI", raising=False)
+    for name in ("FER_MODEL_URI", "FER_ONNX_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="kedro run --pipelines export"):
+        load_model()
+    catalog_of(project).save("model_onnx", to_onnx(bundle))
     loaded, version = load_model()
-    assert loaded.spec == bundle.spec and len(version) > 10
+    assert loaded.spec == bundle.spec.to_dict() and len(version) > 10
+    exported = tmp_path / "model.onnx"
+    exported.write_bytes(to_onnx(bundle))
+    monkeypatch.setenv("FER_ONNX_MODEL", str(exported))
+    loaded, version = load_model()
+    assert loaded.classes == list(CLASSES) and version == str(exported)
 
 
 def test_export_parity_on_real_images(bundle, faces, shared_data):
@@ -179,18 +193,47 @@ def test_export_parity_on_real_images(bundle, faces, shared_data):
     assert script_model[:2] == b"PK"  # a TorchScript archive
 
 
-def test_recogniser_classifies_crops_like_the_model(bundle, faces):
-    recogniser = FaceRecogniser(recogniser_from_params(bundle, DETECTOR).predictor, FaceDetector())
+def test_recogniser_classifies_crops_like_the_model(classifier, faces):
+    recogniser = FaceRecogniser(classifier, FaceDetector())
     whole = recogniser.recognise(faces[0], detect=False)[0]
     probs = recogniser.predictor.probabilities([faces[0]])[0]
     assert whole["probabilities"] == {c: round(float(p), 6) for c, p in zip(CLASSES, probs)}
 
 
-def test_onnx_and_torch_backends_agree(bundle, faces):
+def test_the_onnx_runtime_agrees_with_pytorch_and_reads_its_metadata(bundle, classifier, faces):
     from fer_pipeline.modelling.predictor import Predictor
 
-    onnx, torch_ = Predictor(bundle, backend="onnx"), Predictor(bundle, backend="torch")
-    np.testing.assert_allclose(onnx.probabilities(faces), torch_.probabilities(faces), atol=1e-5)
+    torch_ = Predictor(bundle)
+    np.testing.assert_allclose(
+        classifier.probabilities(faces), torch_.probabilities(faces), atol=1e-5
+    )
+    assert classifier.spec == bundle.spec.to_dict()  # classes, size, mean, std, facts
+    assert classifier.classes == list(CLASSES) and classifier.image_size == 32
+    with pytest.raises(ValueError, match="no 'fer_pipeline' metadata"):
+        OnnxClassifier(onnx_without_metadata(bundle))
+
+
+def onnx_without_metadata(bundle) -> bytes:
+    import onnx
+
+    model = onnx.load_from_string(to_onnx(bundle))
+    del model.metadata_props[:]
+    return model.SerializeToString()
+
+
+def test_serving_imports_neither_torch_nor_timm():
+    """The API, the runtime and batch inference run on ONNX Runtime and NumPy only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import fer_pipeline.serving.app, fer_pipeline.serving.classifier, "
+        "fer_pipeline.pipelines.inference.nodes; "
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -210,8 +253,8 @@ def _png_header(width: int, height: int) -> bytes:
     )
 
 
-def _app_client(bundle, **settings) -> TestClient:
-    app = create_app(recogniser_from_params(bundle, DETECTOR), "v", Settings(**settings))
+def _app_client(classifier, **settings) -> TestClient:
+    app = create_app(recogniser_from_params(classifier, DETECTOR), "v", Settings(**settings))
     return TestClient(app, base_url="http://localhost")
 
 
@@ -290,10 +333,10 @@ def test_upload_limits_refuse_before_reading_the_body():
     assert sent[0]["status"] == 413 and len(read) == 2
 
 
-def test_faces_are_capped_and_access_is_guarded(bundle, faces):
+def test_faces_are_capped_and_access_is_guarded(classifier, faces):
     two = photo(faces)
     with _app_client(
-        bundle, max_faces=1, api_key="s3cret", cors_origins=["https://app.example"]
+        classifier, max_faces=1, api_key="s3cret", cors_origins=["https://app.example"]
     ) as guarded:
         files = {"file": ("two.jpg", two, "image/jpeg")}
         assert guarded.post("/predict", files=files).status_code == 401
@@ -306,7 +349,7 @@ def test_faces_are_capped_and_access_is_guarded(bundle, faces):
         )
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         assert guarded.get("/health", headers={"Host": "evil.example"}).status_code == 400
-    with _app_client(bundle) as plain:
+    with _app_client(classifier) as plain:
         response = plain.get("/health", headers={"Origin": "https://app.example"})
         assert "access-control-allow-origin" not in response.headers  # CORS off by default
         docs = plain.get("/docs").text
@@ -314,14 +357,14 @@ def test_faces_are_capped_and_access_is_guarded(bundle, faces):
         assert plain.get("/docs-static/swagger-ui-bundle.js").status_code == 200
 
 
-def test_a_heavy_request_does_not_hold_up_a_light_one(bundle, faces, monkeypatch):
+def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeypatch):
     """Detection on a big image is held (as a slow one would be) until the test lets it
     go: a one-face request sent meanwhile is answered while it is still held, and a
     server whose workers and queue are all taken answers 503 with Retry-After."""
     import threading
     import time
 
-    recogniser = recogniser_from_params(bundle, DETECTOR)
+    recogniser = recogniser_from_params(classifier, DETECTOR)
     detect, release, held = recogniser.detector.detect, threading.Event(), []
 
     def held_on_big_images(pixels):

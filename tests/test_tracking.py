@@ -12,7 +12,8 @@ import torch
 
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.train import fit
-from fer_pipeline.tracking import EpochMetricsLogger, load_registered_bundle, promote
+from fer_pipeline.serving.classifier import OnnxClassifier
+from fer_pipeline.tracking import EpochMetricsLogger, load_registered_onnx, promote
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ def test_a_resumed_run_logs_every_epoch_once(store, tmp_path):
         model="fer_cnn", image_size=16, epochs=3, batch_size=16, warmup_epochs=0, device="cpu"
     )
     checkpoint = tmp_path / "run.pt"
+    data = images, targets, images[:8], targets[:8].argmax(1)
 
     class Crash(Exception):
         pass
@@ -76,25 +78,9 @@ def test_a_resumed_run_logs_every_epoch_once(store, tmp_path):
                 raise Crash
 
         with pytest.raises(Crash):
-            fit(
-                images,
-                targets,
-                images[:8],
-                targets[:8].argmax(1),
-                config,
-                checkpoint,
-                crash_at_epoch_2,
-            )
+            fit(*data, config, checkpoint, crash_at_epoch_2)
     with mlflow.start_run() as second:
-        fit(
-            images,
-            targets,
-            images[:8],
-            targets[:8].argmax(1),
-            config,
-            checkpoint,
-            EpochMetricsLogger(second.info.run_id),
-        )
+        fit(*data, config, checkpoint, EpochMetricsLogger(second.info.run_id))
     steps = [m.step for m in store.get_metric_history(second.info.run_id, "train_loss")]
     assert steps == [1, 2, 3]
     first_losses = store.get_metric_history(first.info.run_id, "train_loss")
@@ -103,6 +89,9 @@ def test_a_resumed_run_logs_every_epoch_once(store, tmp_path):
 
 
 def test_a_registered_model_is_served_without_unpickling(store, bundle, monkeypatch):
+    """Logged by the training pipeline's dataset (signature, weights and ONNX export as
+    artifacts), registered, aliased: the API serves its ONNX artifact, and loading it
+    unpickles nothing."""
     from fer_pipeline.datasets.tracking import PyfuncModelDataset
     from fer_pipeline.modelling.pyfunc import FerPyfuncModel
     from fer_pipeline.serving.app import load_model
@@ -121,9 +110,9 @@ def test_a_registered_model_is_served_without_unpickling(store, bundle, monkeypa
     for module in (pickle, __import__("cloudpickle")):
         monkeypatch.setattr(module, "load", refuse)
         monkeypatch.setattr(module, "loads", refuse)
+    monkeypatch.delenv("FER_ONNX_MODEL", raising=False)
     monkeypatch.setenv("FER_MODEL_URI", "models:/fer@champion")
-    loaded, uri = load_model()
-    assert uri == "models:/fer@champion" and loaded.spec == bundle.spec
-    for key, tensor in bundle.state_dict.items():
-        assert torch.equal(loaded.state_dict[key], tensor)
-    assert load_registered_bundle(f"models:/fer/{version.version}").spec == bundle.spec
+    classifier, uri = load_model()
+    assert uri == "models:/fer@champion" and classifier.spec == bundle.spec.to_dict()
+    exported = load_registered_onnx(f"models:/fer/{version.version}")
+    assert OnnxClassifier(exported).classes == bundle.spec.classes

@@ -108,6 +108,15 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
+def resized_rgb(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Grayscale or RGB pixels as a ``size`` square RGB image (a model's input)."""
+    if pixels.ndim == 2:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    h, w = pixels.shape[:2]
+    interpolation = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_CUBIC
+    return cv2.resize(pixels, (size, size), interpolation=interpolation)
+
+
 def to_gray(pixels: np.ndarray) -> np.ndarray:
     """Grayscale view of grayscale or RGB pixels."""
     return pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)

@@ -1,6 +1,6 @@
 """What runs tell MLflow beyond kedro-mlflow's datasets: metrics live at every epoch, the
 splits as dataset inputs, the registered model and its ``champion`` / ``challenger``
-aliases, and reading a registered model back without unpickling code."""
+aliases, and reading a registered model's ONNX export back without unpickling code."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-
-from fer_pipeline.modelling.models import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +112,20 @@ def promote(registration: dict[str, Any], accuracy: float, test_digest: str) -> 
     return decision | {"alias": alias, "reason": reason}
 
 
-def load_registered_bundle(uri: str) -> ModelBundle:
-    """The ``ModelBundle`` of an MLflow model (``models:/<name>@champion``,
-    ``models:/<name>/<version>``, ``runs:/...``) from its safetensors weights artifact:
-    tensors and JSON only, no code is unpickled."""
+def _model_files(uri: str, suffix: str) -> list[Path]:
+    """The ``artifacts/*<suffix>`` files of an MLflow model, downloaded: nothing is
+    unpickled."""
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    files = sorted(local.glob("artifacts/*.safetensors"))
+    files = sorted(local.glob(f"artifacts/*{suffix}"))
     if not files:
         raise FileNotFoundError(
-            f"{uri} holds no safetensors weights under artifacts/: not a model logged by "
-            "this project's training pipeline"
+            f"{uri} holds no {suffix} file under artifacts/: not a model logged by this "
+            "project's training pipeline"
         )
-    return ModelBundle.load(files[0])
+    return files
+
+
+def load_registered_onnx(uri: str) -> bytes:
+    """The ONNX export of an MLflow model (``models:/<name>@champion``,
+    ``models:/<name>/<version>``, ``runs:/...``), metadata included."""
+    return _model_files(uri, ".onnx")[0].read_bytes()

@@ -11,7 +11,9 @@ from kedro.io import Version
 from kedro_mlflow.io.artifacts import MlflowArtifactDataset
 from kedro_mlflow.io.models import MlflowModelTrackingDataset
 
+from fer_pipeline.modelling.export import to_onnx
 from fer_pipeline.modelling.pyfunc import (
+    ONNX_ARTIFACT,
     SIGNATURE,
     WEIGHTS_ARTIFACT,
     FerPyfuncModel,
@@ -51,10 +53,11 @@ class PyfuncModelDataset(MlflowModelTrackingDataset):
 
     def _save(self, model: FerPyfuncModel) -> None:
         with tempfile.TemporaryDirectory() as folder:
-            weights = Path(folder) / "model.safetensors"
+            weights, exported = Path(folder) / "model.safetensors", Path(folder) / "model.onnx"
             model.bundle.save(weights)
+            exported.write_bytes(to_onnx(model.bundle))
             self._save_args.update(
-                artifacts={WEIGHTS_ARTIFACT: str(weights)},
+                artifacts={WEIGHTS_ARTIFACT: str(weights), ONNX_ARTIFACT: str(exported)},
                 signature=SIGNATURE,
                 input_example=input_example(),
             )

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
+import onnx
 import onnxruntime
 import torch
 
 from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.serving.classifier import METADATA_KEY
 
 OPSET = 17
 
@@ -20,7 +23,9 @@ def _example(bundle: ModelBundle) -> torch.Tensor:
 
 
 def to_onnx(bundle: ModelBundle) -> bytes:
-    """The model as ONNX bytes, with a dynamic batch axis."""
+    """The model as ONNX bytes, with a dynamic batch axis; its ``ModelSpec`` (classes,
+    input size, normalisation, model name, training facts) goes in the file's
+    metadata, which is all ``OnnxClassifier`` needs to run it."""
     buffer = io.BytesIO()
     torch.onnx.export(
         bundle.build(),
@@ -32,7 +37,9 @@ def to_onnx(bundle: ModelBundle) -> bytes:
         output_names=["logits"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
-    return buffer.getvalue()
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(bundle.spec.to_dict())})
+    return model.SerializeToString()
 
 
 def to_torchscript(bundle: ModelBundle) -> bytes:

@@ -1,8 +1,9 @@
 """The trained model as an MLflow pyfunc model: encoded images in, probabilities out.
 
 The weights travel as the model's ``weights`` artifact, a ``ModelBundle`` safetensors
-file, not inside the pickled Python object: serving reads that file without
-unpickling anything (``fer_pipeline.tracking.load_registered_bundle``).
+file, not inside the pickled Python object, and its ONNX export as the ``onnx``
+artifact, which serving runs without unpickling anything
+(``fer_pipeline.tracking.load_registered_onnx``).
 
 No `from __future__ import annotations` here: MLflow reads the type hints of `predict`.
 """
@@ -22,6 +23,7 @@ from fer_pipeline.modelling.predictor import Predictor
 from fer_pipeline.schema import CLASSES
 
 WEIGHTS_ARTIFACT = "weights"
+ONNX_ARTIFACT = "onnx"
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("binary", "image")]),
     outputs=Schema([*(ColSpec("double", name) for name in CLASSES), ColSpec("string", "label")]),

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from fer_pipeline.images import decode_image, parallel_map
-
-
-def resized_rgb(pixels: np.ndarray, size: int) -> np.ndarray:
-    """Grayscale or RGB pixels as a ``size`` square RGB image (the model's input)."""
-    if pixels.ndim == 2:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    h, w = pixels.shape[:2]
-    interpolation = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_CUBIC
-    return cv2.resize(pixels, (size, size), interpolation=interpolation)
+from fer_pipeline.images import decode_image, parallel_map, resized_rgb
 
 
 def images_to_tensor(images: Sequence[bytes], size: int, desc: str = "decode") -> torch.Tensor:

@@ -1,10 +1,12 @@
 """The HTTP API: ``uvicorn fer_pipeline.serving.app:app`` from the project root.
 
-The model is the latest versioned ``model`` in the Kedro catalog of the project in
-``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``), or
-the MLflow model at ``FER_MODEL_URI`` when that is set (``models:/fer_pipeline@champion``,
-read from its weights file without unpickling anything). Every other setting comes from
-the environment too: see ``Settings`` (README "HTTP API").
+The model is an ONNX export run by ONNX Runtime and NumPy (``OnnxClassifier``; neither
+torch nor timm is imported): the ONNX file in ``FER_ONNX_MODEL``, the ONNX artifact of
+the MLflow model in ``FER_MODEL_URI`` (``models:/fer_pipeline@champion``; nothing is
+unpickled), or by default the latest versioned ``model_onnx`` of the project in
+``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``),
+which ``kedro run --pipelines export`` writes. Every other setting comes from the
+environment too: see ``Settings`` (README "HTTP API").
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from fer_pipeline.faces import MIN_FACE, FaceDetector
 from fer_pipeline.images import decode_image
-from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.modelling.predictor import Predictor
+from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.recognise import FaceRecogniser
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -68,7 +69,6 @@ class Settings:
     detector: str = "yunet"  # FER_DETECTOR: yunet | haar
     yunet_model: str | None = None  # FER_YUNET_MODEL: another YuNet ONNX file
     min_face: int = MIN_FACE  # FER_MIN_FACE
-    backend: str = "onnx"  # FER_BACKEND: onnx | torch
     workers: int = 2  # FER_WORKERS: images decoded and searched at once
     queue: int = 8  # FER_QUEUE: requests waiting for a worker before 503
     api_key: str | None = None  # FER_API_KEY: required as the X-API-Key header when set
@@ -91,7 +91,6 @@ class Settings:
             detector=env("FER_DETECTOR", default.detector),
             yunet_model=env("FER_YUNET_MODEL") or None,
             min_face=number("MIN_FACE", default.min_face),
-            backend=env("FER_BACKEND", default.backend),
             workers=number("WORKERS", default.workers),
             queue=number("QUEUE", default.queue),
             api_key=env("FER_API_KEY") or None,
@@ -149,13 +148,16 @@ async def _no_body() -> dict:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def load_model() -> tuple[ModelBundle, str]:
+def load_model() -> tuple[OnnxClassifier, str]:
     """The model to serve and a version string for ``/health``."""
+    path = os.environ.get("FER_ONNX_MODEL")
+    if path:
+        return OnnxClassifier(Path(path)), path
     uri = os.environ.get("FER_MODEL_URI")
-    if uri:  # its safetensors weights: nothing is unpickled
-        from fer_pipeline.tracking import load_registered_bundle
+    if uri:
+        from fer_pipeline.tracking import load_registered_onnx
 
-        return load_registered_bundle(uri), uri
+        return OnnxClassifier(load_registered_onnx(uri)), uri
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -163,13 +165,13 @@ def load_model() -> tuple[ModelBundle, str]:
     bootstrap_project(project)
     env = os.environ.get("FER_KEDRO_ENV")
     catalog = KedroSession.create(project_path=project, env=env).load_context().catalog
-    dataset = catalog.get("model")
+    dataset = catalog.get("model_onnx")
     if not dataset.exists():
         raise RuntimeError(
-            f"no trained model in {project}: run `kedro run` first, "
-            "or set FER_MODEL_URI to an MLflow model"
+            f"no exported model in {project}: run `kedro run --pipelines export` first, or "
+            "set FER_ONNX_MODEL to an ONNX file or FER_MODEL_URI to an MLflow model"
         )
-    return dataset.load(), dataset.resolve_load_version()
+    return OnnxClassifier(dataset.load()), dataset.resolve_load_version()
 
 
 def create_app(
@@ -187,9 +189,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         if state["recogniser"] is None:
-            bundle, state["version"] = load_model()
+            classifier, state["version"] = load_model()
             state["recogniser"] = FaceRecogniser(
-                Predictor(bundle, backend=settings.backend),
+                classifier,
                 FaceDetector(settings.detector, settings.yunet_model, settings.min_face),
             )
         yield
@@ -230,13 +232,14 @@ def create_app(
     @app.get("/health", dependencies=[Depends(authorised)])
     def health() -> dict[str, Any]:
         """The model being served."""
-        spec = state["recogniser"].predictor.bundle.spec
+        spec = state["recogniser"].predictor.spec
         return {
             "status": "ok",
-            "model": spec.name,
+            "model": spec["name"],
             "version": state["version"],
-            "image_size": spec.image_size,
-            "classes": spec.classes,
+            "image_size": spec["image_size"],
+            "classes": spec["classes"],
+            "val_accuracy": spec.get("val_accuracy"),
         }
 
     def recognise(data: bytes, detect: bool, timings: dict[str, float]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 def local_server(
     project: Path, env: dict[str, str] | None = None, log: Path | None = None, timeout: float = 120
 ) -> Iterator[str]:
-    """``uvicorn fer_pipeline.serving.app:app`` serving ``project``'s latest model on
+    """``uvicorn fer_pipeline.serving.app:app`` serving ``project``'s latest export on
     127.0.0.1; yields its URL once ``/health`` answers, and stops it on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

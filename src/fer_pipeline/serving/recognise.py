@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from fer_pipeline.faces import Box, FaceDetector, crop
-from fer_pipeline.modelling.predictor import Predictor
+
+
+class Classifier(Protocol):
+    """What classifies crops: ``OnnxClassifier`` (serving) or ``Predictor`` (PyTorch)."""
+
+    classes: list[str]
+
+    def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 class FaceRecogniser:
     """``recognise(pixels)`` -> one dict per face, largest first: ``box`` ([x, y, w, h]),
     ``label`` and ``probabilities`` (class -> probability)."""
 
-    def __init__(self, predictor: Predictor, detector: FaceDetector, margin: float = 0.2):
+    def __init__(self, predictor: Classifier, detector: FaceDetector, margin: float = 0.2):
         self.predictor, self.detector, self.margin = predictor, detector, margin
 
     def recognise(
@@ -52,10 +60,9 @@ class FaceRecogniser:
         ]
 
 
-def recogniser_from_params(bundle: Any, params: dict[str, Any]) -> FaceRecogniser:
+def recogniser_from_params(classifier: Classifier, params: dict[str, Any]) -> FaceRecogniser:
     """A recogniser configured by ``inference`` parameters (or the API's settings)."""
     detector = FaceDetector(
         params["detector"], params.get("yunet_model"), params["min_face"], params["score_threshold"]
     )
-    predictor = Predictor(bundle, params["device"], backend=params["backend"])
-    return FaceRecogniser(predictor, detector, params["margin"])
+    return FaceRecogniser(classifier, detector, params["margin"])

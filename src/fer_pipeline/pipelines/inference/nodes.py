@@ -11,9 +11,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fer_pipeline.images import decode_image, encode_jpeg
-from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.recognise import recogniser_from_params
-from fer_pipeline.tracking import load_registered_bundle
 
 logger = logging.getLogger(__name__)
 FACE_COLUMNS = ("path", "face_index", "x", "y", "w", "h", "label")
@@ -21,15 +20,19 @@ FACE_COLUMNS = ("path", "face_index", "x", "y", "w", "h", "label")
 
 
 def predicted_faces(
-    images: pd.DataFrame, model: ModelBundle, inference: dict[str, Any]
+    images: pd.DataFrame, model_onnx: bytes, inference: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per face found (``path``, ``face_index``, box ``x, y, w, h``, ``label``,
     ``p_<class>``), and a report listing the images with no face and the unreadable
-    files (skipped, with the reason). With ``inference.model_uri`` (e.g.
-    ``models:/fer_pipeline@champion``) that MLflow model's weights replace ``model``."""
+    files (skipped, with the reason). The model is the ONNX export, run by ONNX Runtime;
+    with ``inference.model_uri`` (e.g. ``models:/fer_pipeline@champion``) that MLflow
+    model's ONNX artifact replaces ``model_onnx``."""
     if inference.get("model_uri"):
-        model = load_registered_bundle(inference["model_uri"])
-        logger.info("Model %s from %s", model.spec.name, inference["model_uri"])
+        from fer_pipeline.tracking import load_registered_onnx
+
+        model_onnx = load_registered_onnx(inference["model_uri"])
+    model = OnnxClassifier(model_onnx)
+    logger.info("Model %s from %s", model.spec["name"], inference.get("model_uri") or "model_onnx")
     recogniser = recogniser_from_params(model, inference)
     rows, no_face, unreadable = [], [], []
     for path, data in tqdm(
@@ -50,14 +53,14 @@ def predicted_faces(
             no_face.append(path)
         for index, face in enumerate(faces):
             rows.append((path, index, *face["box"], face["label"], *face["probabilities"].values()))
-    columns = [*FACE_COLUMNS, *(f"p_{c}" for c in model.spec.classes)]
+    columns = [*FACE_COLUMNS, *(f"p_{c}" for c in model.classes)]
     report = {
         "images": len(images),
         "faces": len(rows),
         "images_with_faces": len({r[0] for r in rows}),
         "no_face": no_face,
         "unreadable": unreadable,
-        "model": {k: getattr(model.spec, k) for k in ("name", "image_size", "val_accuracy")}
+        "model": {k: model.spec.get(k) for k in ("name", "image_size", "val_accuracy")}
         | {"uri": inference.get("model_uri")},
         "detector": inference["detector"],
     }

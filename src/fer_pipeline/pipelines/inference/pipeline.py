@@ -1,4 +1,4 @@
-"""Inference: the latest model on a folder or zip of images."""
+"""Inference: the latest exported model (ONNX) on a folder or zip of images."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 predicted_faces,
-                ["inference_images", "model", "params:inference"],
+                ["inference_images", "model_onnx", "params:inference"],
                 ["inference_faces", "inference_report"],
                 name="predicted_faces",
             ),

@@ -1,0 +1,59 @@
+"""The exported model at run time, with ONNX Runtime and NumPy only (and OpenCV to resize
+crops): no torch, no timm. Everything needed to feed the model (classes, input size,
+normalisation) and the facts of its training come from the ONNX file's own metadata,
+written by the ``export`` pipeline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+
+from fer_pipeline.images import resized_rgb
+
+METADATA_KEY = "fer_pipeline"
+"""The ONNX metadata property holding the model's ``ModelSpec`` as JSON."""
+
+
+class OnnxClassifier:
+    """Class probabilities for face crops (uint8 grayscale or RGB arrays) from an ONNX
+    file (path or bytes) exported by this project."""
+
+    def __init__(self, model: bytes | str | Path, threads: int | None = None):
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        source = str(model) if isinstance(model, Path) else model
+        self.session = onnxruntime.InferenceSession(
+            source, options, providers=["CPUExecutionProvider"]
+        )
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            raise ValueError(
+                f"{model if isinstance(model, (str, Path)) else 'the ONNX model'} has no "
+                f"{METADATA_KEY!r} metadata: export it with `kedro run --pipelines export`"
+            )
+        self.spec: dict[str, Any] = json.loads(metadata[METADATA_KEY])
+        self.classes: list[str] = list(self.spec["classes"])
+        self.image_size: int = int(self.spec["image_size"])
+        mean = np.asarray(self.spec["mean"], np.float32)
+        std = np.asarray(self.spec["std"], np.float32)
+        self._scale = (1 / (255 * std))[:, None, None]
+        self._shift = (-mean / std)[:, None, None]
+        self._input = self.session.get_inputs()[0].name
+
+    def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """``(len(crops), classes)`` probabilities."""
+        if not len(crops):
+            return np.empty((0, len(self.classes)), dtype=np.float32)
+        batch = np.stack([resized_rgb(c, self.image_size) for c in crops])
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
+        x *= self._scale  # in place: 8x faster than (x / 255 - mean) / std
+        x += self._shift
+        logits = self.session.run(None, {self._input: x})[0]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
