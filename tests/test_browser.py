@@ -89,3 +89,41 @@ def test_the_page_shows_faces_labels_and_bars(server, shared_data, tmp_path, chr
         assert "not an image" in page.inner_text("#status")
         browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def _y4m(frames: list, path) -> None:
+    """A raw YUV4MPEG2 video (4:2:0) of RGB frames, as Chromium's fake camera reads."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+
+
+def test_the_webcam_labels_faces_continuously(server, shared_data, tmp_path, chromium):
+    """Chromium's fake camera plays a video of two real faces: the page labels frame
+    after frame (a frame every FRAME_INTERVAL_MS after each answer), not one snapshot."""
+    from playwright.sync_api import sync_playwright
+
+    from fer_pipeline.images import decode_image
+
+    still = decode_image(photo(raf_faces(shared_data, 2)))  # 400 x 220, two faces
+    video = tmp_path / "faces.y4m"
+    _y4m([still] * 10, video)
+    camera = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS + camera)
+        page = browser.new_page()
+        page.goto(server)
+        page.click("#webcam")
+        page.wait_for_function("Number(document.body.dataset.frames || 0) >= 3", timeout=60_000)
+        assert page.inner_text("#status") == "2 faces found"
+        assert len(page.query_selector_all(".face")) == 2
+        assert page.inner_text("#webcam") == "Stop webcam"
+        browser.close()

@@ -158,20 +158,30 @@ def load_model() -> tuple[OnnxClassifier, str]:
         from fer_pipeline.tracking import load_registered_onnx
 
         return OnnxClassifier(load_registered_onnx(uri)), uri
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
+    return _latest_export()
+
+
+def _latest_export() -> tuple[OnnxClassifier, str]:
+    """The newest version of the catalog's ``model_onnx`` in ``FER_PROJECT_PATH``, found
+    from the configuration alone: a Kedro session would import every pipeline, and
+    with them torch."""
+    from kedro.config import OmegaConfigLoader
 
     project = Path(os.environ.get("FER_PROJECT_PATH", Path.cwd())).resolve()
-    bootstrap_project(project)
-    env = os.environ.get("FER_KEDRO_ENV")
-    catalog = KedroSession.create(project_path=project, env=env).load_context().catalog
-    dataset = catalog.get("model_onnx")
-    if not dataset.exists():
+    config = OmegaConfigLoader(
+        str(project / "conf"),
+        env=os.environ.get("FER_KEDRO_ENV"),
+        base_env="base",
+        default_run_env="local",
+    )
+    folder = project / config["catalog"]["model_onnx"]["filepath"]
+    versions = sorted(folder.glob(f"*/{folder.name}"))
+    if not versions:
         raise RuntimeError(
             f"no exported model in {project}: run `kedro run --pipelines export` first, or "
             "set FER_ONNX_MODEL to an ONNX file or FER_MODEL_URI to an MLflow model"
         )
-    return OnnxClassifier(dataset.load()), dataset.resolve_load_version()
+    return OnnxClassifier(versions[-1]), versions[-1].parent.name
 
 
 def create_app(
