@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import catalog_of, make_project
 from serving_fixtures import photo, raf_faces, small_model
@@ -109,9 +110,10 @@ def test_the_webcam_labels_faces_continuously(server, shared_data, tmp_path, chr
 
     from fer_pipeline.images import decode_image
 
-    still = decode_image(photo(raf_faces(shared_data, 2)))  # 400 x 220, two faces
+    frame = np.full((480, 640, 3), 128, np.uint8)  # the fake camera's default size
+    frame[130:350, 120:520] = decode_image(photo(raf_faces(shared_data, 2)))  # two faces
     video = tmp_path / "faces.y4m"
-    _y4m([still] * 10, video)
+    _y4m([frame] * 10, video)
     camera = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",

@@ -3,7 +3,9 @@ cascade shipped with OpenCV) and cropping with a margin."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,24 +40,34 @@ class FaceDetector:
         score_threshold: float = 0.6,
     ):
         self.method, self.min_face = method, min_face
-        if method == "haar":
-            cascade = Path(cv2.data.haarcascades) / HAAR_CASCADE
-            self._haar = cv2.CascadeClassifier(str(cascade))
-            if self._haar.empty():
-                raise FileNotFoundError(f"OpenCV's Haar cascade is missing: {cascade}")
-        elif method == "yunet":
-            yunet_model = yunet_model or str(YUNET_MODEL)
-            if not Path(yunet_model).is_file():
-                raise FileNotFoundError(f"YuNet model file not found: {yunet_model}")
-            self._yunet = cv2.FaceDetectorYN.create(
-                str(yunet_model), "", (320, 320), score_threshold
-            )
-        else:
+        self._yunet_model, self._score_threshold = yunet_model or str(YUNET_MODEL), score_threshold
+        if method not in ("haar", "yunet"):
             raise ValueError(f"detector must be haar or yunet, got {method!r}")
+        if method == "yunet" and not Path(self._yunet_model).is_file():
+            raise FileNotFoundError(f"YuNet model file not found: {self._yunet_model}")
+        self._per_thread = threading.local()
+        self._engine()  # fails here, not on the first image, when OpenCV cannot load it
+
+    def _engine(self) -> Any:
+        """This thread's OpenCV detector: they keep per-image state (YuNet's input size),
+        so threads that detect at once (the API's workers) each get their own."""
+        engine = getattr(self._per_thread, "engine", None)
+        if engine is None:
+            if self.method == "haar":
+                cascade = Path(cv2.data.haarcascades) / HAAR_CASCADE
+                engine = cv2.CascadeClassifier(str(cascade))
+                if engine.empty():
+                    raise FileNotFoundError(f"OpenCV's Haar cascade is missing: {cascade}")
+            else:
+                engine = cv2.FaceDetectorYN.create(
+                    self._yunet_model, "", (320, 320), self._score_threshold
+                )
+            self._per_thread.engine = engine
+        return engine
 
     def detect(self, pixels: np.ndarray) -> list[Box]:
         if self.method == "haar":
-            found = self._haar.detectMultiScale(
+            found = self._engine().detectMultiScale(
                 to_gray(pixels),
                 scaleFactor=1.1,
                 minNeighbors=5,
@@ -66,8 +78,9 @@ class FaceDetector:
             bgr = cv2.cvtColor(
                 pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR
             )
-            self._yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
-            _, found = self._yunet.detect(bgr)
+            yunet = self._engine()
+            yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, found = yunet.detect(bgr)
             boxes = [
                 tuple(int(round(v)) for v in row[:4])
                 for row in (found if found is not None else [])
