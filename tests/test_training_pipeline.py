@@ -223,5 +223,6 @@ def test_compare_runs_notebook(tiny_runs, monkeypatch):
             exec(compile("".join(cell["source"]), "compare_runs.ipynb", "exec"), scope)
     assert len(scope["chosen"]) == 2
     assert len(scope["fig"].axes[0].get_lines()) == 2
+    assert len(scope["fig"].axes[0].get_legend().get_texts()) == 2  # both runs named
     assert "training.lr" in scope["differing"].index
     assert scope["test_figures"].loc["test_accuracy"].between(0, 1).all()
