@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # no install needed there
 
 from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
-from fer_pipeline.schema import SPLITS  # noqa: E402
+from fer_pipeline.schema import SPLITS, TRAINING_COLUMNS  # noqa: E402
 
-PACK_COLUMNS = ["split", "image", "label", "soft_label", "source"]
+PACK_COLUMNS = ["split", *TRAINING_COLUMNS]
 
 
 def latest_split(project: Path, split: str) -> Path:

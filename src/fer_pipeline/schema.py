@@ -41,3 +41,6 @@ LABELLED_COLUMNS: tuple[str, ...] = (
 
 SPLIT_COLUMNS: tuple[str, ...] = (*LABELLED_COLUMNS, "pool")
 """``train``, ``val`` and ``test``: ``pool`` is the source whose training pool a row is in."""
+
+TRAINING_COLUMNS: tuple[str, ...] = ("image", "label", "soft_label", "source")
+"""What training reads of a split (``fit_frames``, ``python -m fer_pipeline.train``)."""

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -32,9 +33,7 @@ from fer_pipeline.modelling.distributed import (
     init_ranks,
 )
 from fer_pipeline.modelling.train import fit_frames
-
-SPLIT_COLUMNS = ["image", "label", "soft_label", "source"]
-"""What training reads of a split table."""
+from fer_pipeline.schema import TRAINING_COLUMNS
 
 logger = logging.getLogger("fer_pipeline.train")
 
@@ -69,11 +68,10 @@ def read_split(path: Path) -> pd.DataFrame:
     """The columns training reads of a split table, checked."""
     if not path.is_file():
         raise FileNotFoundError(f"split table not found: {path}")
-    frame = pd.read_parquet(path)
-    missing = sorted(set(SPLIT_COLUMNS) - set(frame.columns))
+    missing = sorted(set(TRAINING_COLUMNS) - set(pq.read_schema(path).names))
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame[SPLIT_COLUMNS]
+    return pd.read_parquet(path, columns=list(TRAINING_COLUMNS))
 
 
 def _write_atomically(path: Path, write) -> None:

@@ -26,6 +26,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.models import ModelBundle
+from fer_pipeline.schema import TRAINING_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def launch_fit(
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    train.to_parquet(work / "train.parquet")
-    val.to_parquet(work / "val.parquet")
+    train[list(TRAINING_COLUMNS)].to_parquet(work / "train.parquet")
+    val[list(TRAINING_COLUMNS)].to_parquet(work / "val.parquet")
     (work / "params.yml").write_text(yaml.safe_dump({"training": asdict(config)}))
     worker_args = [
         f"--train={work / 'train.parquet'}",
