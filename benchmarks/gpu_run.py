@@ -4,15 +4,16 @@ that has torch, timm, pandas and pyarrow but neither Kedro nor MLflow.
     # here, after `kedro run --pipelines data_processing`:
     python benchmarks/gpu_run.py pack            # -> data/gpu_pack/part-0.parquet, part-1...
     # on the GPU machine (the device tool carries one part per call, 64 MiB each):
-    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT"
+    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT" --env gpu
 
 ``pack`` writes the latest ``train``, ``val`` and ``test`` splits as they are (encoded
 images, labels, sources) into parquet parts of at most ``--part-mib`` MiB. ``run``
 (a) measures the project's training loop against the reference loop (PIL +
 torchvision transforms + DataLoader) with ``train_throughput.py``, and (b) trains the
-recipe (``TrainConfig`` defaults: ViT-Tiny from scratch at 224 px; ``--param key=value``
-overrides any key) and prints the test accuracy per source, plain and with test-time
-augmentation, macro-F1 and minutes taken; ``results.json`` in ``--out`` holds them.
+recipe of a Kedro environment (``--env``: base is ``TrainConfig``'s defaults, ViT-Tiny
+from scratch at 224 px; ``gpu`` the best measured; ``--param key=value`` overrides any
+key) and prints the test accuracy per source, plain and with test-time augmentation,
+macro-F1 and minutes taken; ``results.json`` in ``--out`` holds them.
 """
 
 from __future__ import annotations
@@ -79,10 +80,24 @@ def _override(config: TrainConfig, pairs: list[str]) -> TrainConfig:
     return TrainConfig.from_dict({**vars(config), **values})
 
 
-def _tta_settings() -> dict:
+def _env_params(env: str, name: str) -> dict:
+    """The keys a Kedro environment's ``parameters_<name>.yml`` sets (base: none)."""
+    path = ROOT / f"conf/{env}/parameters_{name}.yml"
+    if env == "base" or not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()).get(name, {})
+
+
+def _tta_settings(env: str) -> dict:
     """The evaluation pipeline's test-time augmentation (one place: its parameters)."""
     params = yaml.safe_load((ROOT / "conf/base/parameters_evaluation.yml").read_text())
-    return {k: params["evaluation"][k] for k in ("tta_views", "tta_augment")}
+    params = {**params["evaluation"], **_env_params(env, "evaluation")}
+    return {k: params[k] for k in ("tta_views", "tta_augment")}
+
+
+def _write(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -116,16 +131,22 @@ def run(args: argparse.Namespace) -> dict:
         train = splits["train"]
         faces = list(train.loc[train["source"] == "rafdb", "image"]) or list(train["image"])
         results["throughput"] = train_throughput.measure(bench, faces)
+    if not args.training:
+        _write(args.out, results)
+        return results
 
+    recipe = _env_params(args.env, "training")
     config = _override(
-        TrainConfig(device=args.device, precision=args.precision, compile=args.compile),
+        TrainConfig.from_dict(
+            {**recipe, "device": args.device, "precision": args.precision, "compile": args.compile}
+        ),
         args.param,
     )
     started = time.perf_counter()
     train, val, test = splits["train"], splits["val"], splits["test"]
     bundle, history = fit_frames(train, val, config)
     trained = time.perf_counter() - started
-    tta = _tta_settings()
+    tta = _tta_settings(args.env)
     plain, averaged = predict_proba(
         bundle,
         images_to_tensor(list(test["image"]), config.image_size, desc="decode test"),
@@ -161,8 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     for kind, figures in scores.items():
         print(f"test {kind:5s} " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
     print(f"trained in {trained / 60:.1f} min ({len(history)} epochs)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    _write(args.out, results)
     if args.save_model:
         bundle.save(args.out / "model.safetensors")
     return results
@@ -181,10 +201,19 @@ def main(argv: list[str] | None = None) -> dict | list[Path]:
     running.add_argument("--device", default="auto")
     running.add_argument("--precision", default="auto", help="auto: bf16 on a GPU")
     running.add_argument("--compile", action="store_true", help="torch.compile both runs")
+    running.add_argument(
+        "--env", default="base", help="the Kedro environment whose recipe trains (conf/ENV)"
+    )
     running.add_argument("--param", action="append", default=[], help="recipe key=value")
     running.add_argument("--throughput-steps", type=int, default=200, help="0: skip (a)")
     running.add_argument("--throughput-image-size", type=int, default=224)
     running.add_argument("--throughput-batch-size", type=int, default=256)
+    running.add_argument(
+        "--training",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(b); --no-training: only (a), e.g. with the first part while the next travels",
+    )
     running.add_argument("--save-model", action="store_true", help="also write the model")
     args = parser.parse_args(argv)
     if args.command == "pack":

@@ -34,18 +34,20 @@ def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
     results = gpu_run.main(
         [
             "run", "--pack", str(tmp_path / "pack"), "--out", str(out),
-            "--device", "cpu", "--precision", "fp32",
+            "--device", "cpu", "--precision", "fp32", "--env", "gpu",
             "--throughput-steps", "2", "--throughput-image-size", "32",
             "--throughput-batch-size", "8",
             "--param", "image_size=32", "--param", "epochs=2", "--param", "batch_size=16",
-            "--param", "warmup_epochs=0.5", "--param", "model=fer_resnet18",
+            "--param", "warmup_epochs=0.5",
         ]
     )  # fmt: skip
     assert json.loads((out / "results.json").read_text())["training"]["epochs"] == 2
     throughput = results["throughput"]
     assert throughput["project_images_per_second"] > 0 < throughput["reference_images_per_second"]
     training = results["training"]
-    assert training["recipe"]["model"] == "fer_resnet18" and training["recipe"]["image_size"] == 32
+    recipe = training["recipe"]  # conf/gpu's keys, then --param's
+    assert recipe["model"] == "fer_resnet18" and recipe["image_size"] == 32
+    assert recipe["soft_targets"] and recipe["balance"] == "loss" and recipe["epochs"] == 2
     for kind in ("plain", "tta"):
         scores = training["test"][kind]
         assert {"accuracy", "macro_f1", "accuracy_rafdb"} <= set(scores)  # FER+ rows: train
