@@ -1,14 +1,21 @@
-"""Latency of the HTTP API: single-face images, sequentially and from 50 concurrent
-clients, all on loopback.
+"""Latency of serving: p50/p95 per model, in process and through the HTTP API, and the
+API's overhead, in one run on loopback.
 
-Starts ``uvicorn fer_pipeline.serving.app:app`` on a free local port, serving the latest
-model of ``--project`` or, by default, an untrained model of ``--model`` at
-``--image-size`` in a throwaway project (latency does not depend on the weights). Prints
-p50/p95 latency, requests/s and errors.
+For each model (an untrained ViT-Tiny at 224 px in fp32 and int8, calibrated on real
+faces: latency does not depend on the weights; and the latest fp32 and int8 exports of
+``--project``, by default this project's, e.g. the ``cpu`` recipe's model), on the same
+single-face images, one request at a time:
 
-    python benchmarks/serve_latency.py                       # ViT-Tiny at 224 px
-    python benchmarks/serve_latency.py --project .           # this project's latest export
-    python benchmarks/serve_latency.py --detector yunet --yunet-model PATH
+- in process: decode + detect + classify (``FaceRecogniser`` on ``OnnxClassifier``);
+- API: ``POST /predict`` to ``uvicorn fer_pipeline.serving.app:app`` serving the model
+  (``FER_ONNX_MODEL``), client time included;
+- overhead: API p50 / in-process p50 (target <= 1.25).
+
+Then ``--clients`` concurrent clients on the first model, each retrying a 503 (the
+server is full) after its ``Retry-After``. Prints a table.
+
+    python benchmarks/serve_latency.py
+    python benchmarks/serve_latency.py --project . --detector haar --clients 0
 """
 
 from __future__ import annotations
@@ -25,14 +32,14 @@ import cv2
 import httpx
 import numpy as np
 from _scratch import PROJECT, scratch_project
-from kedro.io import Version
 
-from fer_pipeline.datasets import BytesDataset
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
-from fer_pipeline.modelling.export import to_onnx
+from fer_pipeline.modelling.export import model_inputs, to_int8, to_onnx
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
+from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.local import local_server
+from fer_pipeline.serving.recognise import FaceRecogniser
 
 FACES = PROJECT.parent / "shared/data/rafdb/basic/Image/aligned.zip"
 
@@ -57,23 +64,57 @@ def single_face_images(count: int, detector: FaceDetector) -> list[bytes]:
     raise SystemExit("not enough single-face images")
 
 
-def throwaway_project(root: Path, model: str, size: int) -> Path:
-    """A scratch project whose latest export (what the API serves) is an untrained
-    ``model`` at ``size``."""
-    scratch_project(root)
-    net = build_model(model, size)
+def untrained_models(folder: Path, model: str, size: int) -> dict[str, Path]:
+    """An untrained ``model`` at ``size`` as fp32 ONNX and int8 (calibrated on 64 real
+    RAF-DB training faces), written to ``folder``."""
     spec = ModelSpec(name=model, image_size=size, mean=[0.5] * 3, std=[0.5] * 3)
-    dataset = BytesDataset(str(root / "data/06_models/model.onnx"), version=Version(None, None))
-    dataset.save(to_onnx(ModelBundle(spec=spec, state_dict=net.state_dict())))
-    return root
+    bundle = ModelBundle(spec=spec, state_dict=build_model(model, size).state_dict())
+    with zipfile.ZipFile(FACES) as archive:
+        faces = [archive.read(f"aligned/train_{i:05d}_aligned.jpg") for i in range(1, 65)]
+    fp32 = to_onnx(bundle)
+    paths = {f"{model} fp32": folder / "fp32.onnx", f"{model} int8": folder / "int8.onnx"}
+    paths[f"{model} fp32"].write_bytes(fp32)
+    paths[f"{model} int8"].write_bytes(to_int8(fp32, model_inputs(bundle, faces).numpy()))
+    return paths
 
 
-def post(client: httpx.Client, url: str, image: bytes) -> tuple[float, bool, dict[str, float]]:
+def project_exports(project: Path) -> dict[str, Path]:
+    """The latest fp32 and int8 exports of ``project`` (either may be missing)."""
+    found = {}
+    for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+        versions = sorted((project / "data/06_models" / name).glob(f"*/{name}"))
+        if versions:
+            spec = OnnxClassifier(versions[-1]).spec
+            found[f"{spec['name']} {spec['image_size']} px {precision} (project)"] = versions[-1]
+    return found
+
+
+def in_process(path: Path, detector: FaceDetector, images: list[bytes], count: int) -> list[float]:
+    """ms of decode + detect + classify for each of ``count`` requests."""
+    recogniser = FaceRecogniser(OnnxClassifier(path), detector)
+    latencies = []
+    for i in range(count + 5):
+        started = time.perf_counter()
+        faces = recogniser.recognise(decode_image(images[i % len(images)]))
+        if i >= 5:  # the first few warm up
+            latencies.append((time.perf_counter() - started) * 1000)
+        assert len(faces) == 1
+    return latencies
+
+
+def post(
+    client: httpx.Client, url: str, image: bytes, busy: list | None = None
+) -> tuple[float, bool, dict[str, float]]:
     """Latency in ms, whether the answer was a 200 with exactly one face, and the
-    server's ``Server-Timing`` (stage -> ms)."""
+    server's ``Server-Timing`` (stage -> ms). With ``busy`` (a list), a 503 is retried
+    after its ``Retry-After``, as a client should, and noted in ``busy``."""
     started = time.perf_counter()
     try:
         response = client.post(url, files={"file": ("face.jpg", image, "image/jpeg")})
+        while busy is not None and response.status_code == 503:
+            busy.append(1)
+            time.sleep(float(response.headers["retry-after"]))
+            response = client.post(url, files={"file": ("face.jpg", image, "image/jpeg")})
         ok = response.status_code == 200 and len(response.json()["faces"]) == 1
         timing = response.headers["server-timing"]  # "decode;dur=0.31, detect;dur=3.9, ..."
         stages = {name: float(ms) for name, ms in (p.split(";dur=") for p in timing.split(", "))}
@@ -82,12 +123,9 @@ def post(client: httpx.Client, url: str, image: bytes) -> tuple[float, bool, dic
     return (time.perf_counter() - started) * 1000, ok, stages
 
 
-def report(name: str, latencies: list[float], errors: int, seconds: float) -> None:
+def percentiles(latencies: list[float]) -> tuple[float, float]:
     p50, p95 = np.percentile(latencies, [50, 95])
-    print(
-        f"{name:<24} n={len(latencies):4d}  p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  "
-        f"{len(latencies) / seconds:6.1f} req/s  errors {errors}"
-    )
+    return float(p50), float(p95)
 
 
 def print_stages(results: list[tuple[float, bool, dict[str, float]]]) -> None:
@@ -99,67 +137,83 @@ def print_stages(results: list[tuple[float, bool, dict[str, float]]]) -> None:
     print("  median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
 
 
+def api(url: str, images: list[bytes], count: int) -> tuple[list[float], int, list]:
+    """ms of each of ``count`` sequential requests, errors, and the raw results."""
+    with httpx.Client(timeout=60) as client:
+        for image in images[:5]:  # warm-up
+            post(client, f"{url}/predict", image)
+        results = [post(client, f"{url}/predict", images[i % len(images)]) for i in range(count)]
+    return [r[0] for r in results], sum(not r[1] for r in results), results
+
+
+def concurrent(url: str, images: list[bytes], clients: int, per_client: int) -> None:
+    results, busy, lock = [], [], threading.Lock()
+
+    def client_loop(k: int) -> None:
+        with httpx.Client(timeout=120) as client:
+            for i in range(per_client):
+                outcome = post(client, f"{url}/predict", images[(k + i) % len(images)], busy)
+                with lock:
+                    results.append(outcome)
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    p50, p95 = percentiles([r[0] for r in results])
+    errors = sum(not r[1] for r in results)
+    print(
+        f"{clients} concurrent clients x {per_client}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"{len(results) / seconds:.1f} requests/s, errors {errors}, 503 answers (busy, "
+        f"retried after Retry-After) {len(busy)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, help="serve this project's latest model")
+    parser.add_argument("--project", type=Path, default=PROJECT, help="its latest exports")
     parser.add_argument("--model", default="vit_tiny_patch16_224")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--requests", type=int, default=200, help="sequential requests")
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=200, help="sequential, per model")
+    parser.add_argument("--clients", type=int, default=50, help="0: skip")
     parser.add_argument("--per-client", type=int, default=10)
-    parser.add_argument("--detector", default="haar", choices=["haar", "yunet"])
-    parser.add_argument("--yunet-model", help="OpenCV's YuNet ONNX file, for --detector yunet")
+    parser.add_argument("--detector", default="yunet", choices=["yunet", "haar"])
     args = parser.parse_args()
-    detector = FaceDetector(args.detector, args.yunet_model)
-
+    detector = FaceDetector(args.detector)
+    images = single_face_images(20, detector)
+    print(
+        f"{os.cpu_count()} cores, {args.detector} detector, single-face images "
+        f"{decode_image(images[0]).shape[:2]}, {args.requests} sequential requests a model"
+    )
+    rows = []
     with tempfile.TemporaryDirectory(prefix="fer-serve-") as tmp:
-        project = args.project or throwaway_project(Path(tmp), args.model, args.image_size)
-        env = {
-            "FER_DETECTOR": args.detector,
-            "FER_YUNET_MODEL": str(Path(args.yunet_model).resolve()) if args.yunet_model else "",
+        models = {
+            **untrained_models(Path(tmp), args.model, args.image_size),
+            **project_exports(args.project),
         }
-        with local_server(Path(project), env) as url:
-            health = httpx.get(f"{url}/health", timeout=10).json()
-            images = single_face_images(20, detector)
-            print(
-                f"serving {health['model']} at {health['image_size']} px on {os.cpu_count()} "
-                f"cores, {args.detector} detector; single-face images "
-                f"{decode_image(images[0]).shape[:2]}"
-            )
-            with httpx.Client(timeout=60) as client:
-                for image in images[:5]:  # warm-up
-                    post(client, f"{url}/predict", image)
-                started = time.perf_counter()
-                results = [
-                    post(client, f"{url}/predict", images[i % len(images)])
-                    for i in range(args.requests)
-                ]
-                seconds = time.perf_counter() - started
-            report("sequential", [r[0] for r in results], sum(not r[1] for r in results), seconds)
-            print_stages(results)
-
-            results, lock = [], threading.Lock()
-
-            def client_loop(k: int) -> None:
-                with httpx.Client(timeout=120) as client:
-                    for i in range(args.per_client):
-                        outcome = post(client, f"{url}/predict", images[(k + i) % len(images)])
-                        with lock:
-                            results.append(outcome)
-
-            threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(args.clients)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            seconds = time.perf_counter() - started
-            report(
-                f"{args.clients} concurrent clients",
-                [r[0] for r in results],
-                sum(not r[1] for r in results),
-                seconds,
-            )
+        (Path(tmp) / "project").mkdir()
+        scratch = scratch_project(Path(tmp) / "project")
+        for number, (name, path) in enumerate(models.items()):
+            local = percentiles(in_process(path, detector, images, args.requests))
+            env = {"FER_ONNX_MODEL": str(path), "FER_DETECTOR": args.detector}
+            with local_server(scratch, env) as url:
+                latencies, errors, results = api(url, images, args.requests)
+                served = percentiles(latencies)
+                print(f"{name}: API errors {errors}")
+                print_stages(results)
+                if number == 0 and args.clients:
+                    concurrent(url, images, args.clients, args.per_client)
+            rows.append((name, *local, *served, served[0] / local[0]))
+    print(
+        "\n| model | in process p50 / p95 ms | API p50 / p95 ms | overhead (API p50 / "
+        "in-process p50) |\n| --- | --- | --- | --- |"
+    )
+    for name, local50, local95, api50, api95, ratio in rows:
+        figures = f"{local50:.1f} / {local95:.1f} | {api50:.1f} / {api95:.1f} | {ratio:.2f}"
+        print(f"| {name} | {figures} |")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,22 @@ def photo(faces: list[np.ndarray | None]) -> bytes:
     return encode_jpeg(canvas, 95)
 
 
+def video(path: Path, scenes: list[tuple[bytes, float]], fps: int = 10) -> Path:
+    """A video (codec from the suffix: MJPG for .avi, mp4v otherwise) showing each
+    JPEG of ``scenes`` for its seconds."""
+    import cv2
+
+    frames = [(decode_image(image), seconds) for image, seconds in scenes]
+    height, width = frames[0][0].shape[:2]
+    codec = "MJPG" if path.suffix == ".avi" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+    for pixels, seconds in frames:
+        for _ in range(round(seconds * fps)):
+            writer.write(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
 def small_model(shared: Path) -> ModelBundle:
     """A real, quickly trained model: ViT-Tiny at 32 px, one epoch on 64 RAF-DB faces."""
     with zipfile.ZipFile(shared / "rafdb/basic/Image/aligned.zip") as archive:

@@ -12,7 +12,7 @@ import pytest
 from conftest import catalog_of, make_project
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_fixtures import SLOTS, photo, raf_faces, small_model
+from serving_fixtures import GREY, SLOTS, photo, raf_faces, small_model, video
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
@@ -88,8 +88,14 @@ def test_inference_pipeline(faces, bundle, small_raw, tmp_path, kedro_run):
     (folder / "empty.jpg").write_bytes(encode_jpeg(np.full((120, 160, 3), 200, np.uint8)))
     (folder / "broken.jpg").write_bytes(b"not an image at all")
     (folder / "notes.txt").write_text("ignored")
+    blank = encode_jpeg(np.full((220, 400, 3), GREY, np.uint8))
+    scenes = [(photo(faces[:1]), 1.5), (blank, 1.0), (photo(faces), 1.5)]
+    video(folder / "group/clip.mov", scenes)  # 4 s at 10 frames/s
+    video(folder / "clip.avi", scenes[:1])
+    (folder / "broken.mp4").write_bytes(b"not a video")
     catalog = {
-        "inference_images": {"type": "fer_pipeline.datasets.ImageFiles", "path": str(folder)}
+        "inference_images": {"type": "fer_pipeline.datasets.ImageFiles", "path": str(folder)},
+        "inference_videos": {"type": "fer_pipeline.datasets.VideoFiles", "path": str(folder)},
     }
     project = make_project(tmp_path / "project", small_raw, catalog=catalog)
     kedro_run(project, "data_processing")  # an empty catalog until a model exists
@@ -107,6 +113,35 @@ def test_inference_pipeline(faces, bundle, small_raw, tmp_path, kedro_run):
     annotated = data.load("annotated_images")
     assert sorted(annotated) == ["group/two.jpg", "one.jpg"]
     assert decode_image(annotated["one.jpg"]).shape == (220, 400, 3)
+
+    # Videos: 2 frames a second (video_fps), one row per frame and face
+    timeline = data.load("video_faces")
+    clip = timeline[timeline["path"] == "group/clip.mov"]
+    assert clip.groupby("time_s").size().to_dict() == {
+        0.0: 1, 0.5: 1, 1.0: 1, 2.5: 2, 3.0: 2, 3.5: 2  # the blank second has no face
+    }  # fmt: skip
+    assert clip["frame"].tolist() == [0, 5, 10, 25, 25, 30, 30, 35, 35]
+    probs = [f"p_{c}" for c in CLASSES]
+    for _, face in found[found["path"] == "group/two.jpg"].iterrows():  # as in the photo
+        rows = clip[(clip["time_s"] >= 2.5) & ((clip["x"] - face["x"]).abs() < 50)]
+        centre = rows[["x", "y"]].to_numpy() + rows[["w", "h"]].to_numpy() / 2
+        still = face[["x", "y"]].to_numpy() + face[["w", "h"]].to_numpy() / 2
+        assert len(rows) == 3 and np.abs(centre - still.astype(float)).max() < 10  # mp4v: lossy
+        assert (rows[probs] - face[probs]).abs().max().max() < 0.05
+    report = data.load("video_report")
+    assert report["videos"] == 3 and report["fps"] == 2
+    assert [u["path"] for u in report["unreadable"]] == ["broken.mp4"]
+    summary = {s["path"]: s for s in report["summaries"]}["group/clip.mov"]
+    assert (summary["frames_sampled"], summary["frames_with_face"], summary["faces"]) == (8, 6, 9)
+    assert sum(summary["emotion_share"].values()) == pytest.approx(1, abs=1e-3)
+    assert summary["dominant"] in CLASSES
+    (version,) = (project / "data/08_reporting/video_timelines").iterdir()
+    plots = sorted(version.rglob("*.png"))
+    assert [p.relative_to(version).as_posix() for p in plots] == [
+        "video_timelines/clip.avi.png",
+        "video_timelines/group/clip.mov.png",
+    ]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 
 def test_image_files_reads_zips(faces, tmp_path):
@@ -181,16 +216,64 @@ def test_the_model_loads_from_the_latest_export_or_a_file(bundle, small_raw, tmp
     assert loaded.classes == list(CLASSES) and version == str(exported)
 
 
-def test_export_parity_on_real_images(bundle, faces, shared_data):
+def test_export_parity_and_int8_on_real_images(
+    bundle, shared_data, small_raw, tmp_path, monkeypatch
+):
     with zipfile.ZipFile(shared_data / "rafdb/basic/Image/aligned.zip") as archive:
-        images = [archive.read(f"aligned/test_{i:04d}_aligned.jpg") for i in range(1, 17)]
-    test = pd.DataFrame({"image": images})
-    params = {"parity_images": 16, "tolerance": 1e-4, "seed": 0}
-    onnx_model, script_model, report = exported_models(bundle, test, params)
+        images = [archive.read(f"aligned/test_{i:04d}_aligned.jpg") for i in range(1, 41)]
+        calibration = [archive.read(f"aligned/train_{i:05d}_aligned.jpg") for i in range(1, 33)]
+    test = pd.DataFrame(
+        {"image": images, "label": np.arange(40) % 7, "source": ["rafdb", "ferplus"] * 20}
+    )
+    params = {
+        "parity_images": 16,
+        "tolerance": 1e-4,
+        "calibration_images": 32,
+        "timing_faces": 3,
+        "seed": 0,
+    }
+    onnx_model, int8_model, script_model, report = exported_models(
+        bundle, pd.DataFrame({"image": calibration}), test, params
+    )
     assert report["images"] == 16
     assert max(report["max_abs_logit_difference"].values()) <= 1e-4
     assert onnx_logits(onnx_model, np.zeros((3, 3, 32, 32), np.float32)).shape == (3, 7)
     assert script_model[:2] == b"PK"  # a TorchScript archive
+
+    import onnx
+
+    graph = onnx.load_from_string(int8_model).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    int8 = OnnxClassifier(int8_model)  # the spec travels with it
+    assert int8.spec == bundle.spec.to_dict()
+    crops = [decode_image(image) for image in images]
+    fp32_probs = OnnxClassifier(onnx_model).probabilities(crops)
+    assert np.abs(int8.probabilities(crops) - fp32_probs).max() < 0.05
+    figures = report["int8"]
+    assert figures["calibration_images"] == 32 and figures["test_images"] == 40
+    assert figures["megabytes"]["int8"] < figures["megabytes"]["fp32"] / 2
+    for kind in ("fp32", "int8"):
+        expected = (fp32_probs.argmax(1) == test["label"]).mean() if kind == "fp32" else None
+        assert expected is None or figures[kind]["accuracy"] == pytest.approx(expected)
+        assert {"accuracy_rafdb", "accuracy_ferplus", "ms_per_face"} <= set(figures[kind])
+    assert 0.8 <= figures["top1_agreement_with_fp32"] <= 1
+
+    project = make_project(tmp_path / "project", small_raw)  # the API serves int8 if asked
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("FER_PROJECT_PATH", str(project))
+    for name in ("FER_MODEL_URI", "FER_ONNX_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FER_INT8", "1")
+    catalog_of(project).save("model_onnx", onnx_model)
+    with pytest.raises(RuntimeError, match="no exported model"):
+        load_model()  # the int8 twin is asked for, and there is none yet
+    catalog_of(project).save("model_onnx_int8", int8_model)
+    served, version = load_model()
+    assert served.spec == int8.spec
+    assert (project / "data/06_models/model.int8.onnx" / version / "model.int8.onnx").exists()
+    monkeypatch.setenv("FER_MODEL_URI", "models:/fer_pipeline@champion")
+    with pytest.raises(ValueError, match="FER_INT8"):
+        load_model()
 
 
 def test_recogniser_classifies_crops_like_the_model(classifier, faces):

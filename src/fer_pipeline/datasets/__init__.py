@@ -2,7 +2,13 @@
 
 from fer_pipeline.datasets.affectnet import AffectNetRelease
 from fer_pipeline.datasets.ferplus import FerPlusRelease
-from fer_pipeline.datasets.files import BytesDataset, ImageFiles, ModelBundleDataset, ZipDataset
+from fer_pipeline.datasets.files import (
+    BytesDataset,
+    ImageFiles,
+    ModelBundleDataset,
+    VideoFiles,
+    ZipDataset,
+)
 from fer_pipeline.datasets.huggingface import HuggingFaceFaces
 from fer_pipeline.datasets.rafdb import RafDbRelease
 
@@ -14,5 +20,6 @@ __all__ = [
     "ImageFiles",
     "ModelBundleDataset",
     "RafDbRelease",
+    "VideoFiles",
     "ZipDataset",
 ]

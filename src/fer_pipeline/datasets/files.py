@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch is imported only when a model is read or written
 
 T = TypeVar("T")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
 
 
 class _VersionedFile(AbstractVersionedDataset[T, T], Generic[T]):
@@ -123,6 +124,37 @@ class ImageFiles(AbstractDataset[None, pd.DataFrame]):
 
     def save(self, data: None) -> None:
         raise DatasetError("ImageFiles is read-only")
+
+    def _exists(self) -> bool:
+        return self._path.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class VideoFiles(AbstractDataset[None, pd.DataFrame]):
+    """Video files of a folder (searched recursively) as a table of ``path`` (relative)
+    and ``file`` (absolute, for OpenCV, which reads videos from files); other files are
+    ignored, and so is a zip archive (videos are read from folders)."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        if zipfile.is_zipfile(self._path):
+            return pd.DataFrame(columns=["path", "file"])
+        if not self._path.is_dir():
+            raise SourceNotFoundError(
+                f"no folder of videos at {self._path} (set the path of inference_videos "
+                "in the catalog)"
+            )
+        files = sorted(p for p in self._path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        rows = [(str(p.relative_to(self._path)), str(p.resolve())) for p in files]
+        return pd.DataFrame(rows, columns=["path", "file"])
+
+    def save(self, data: None) -> None:
+        raise DatasetError("VideoFiles is read-only")
 
     def _exists(self) -> bool:
         return self._path.exists()

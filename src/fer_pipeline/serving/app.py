@@ -5,8 +5,8 @@ torch nor timm is imported): the ONNX file in ``FER_ONNX_MODEL``, the ONNX artif
 the MLflow model in ``FER_MODEL_URI`` (``models:/fer_pipeline@champion``; nothing is
 unpickled), or by default the latest versioned ``model_onnx`` of the project in
 ``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``),
-which ``kedro run --pipelines export`` writes. Every other setting comes from the
-environment too: see ``Settings`` (README "HTTP API").
+which ``kedro run --pipelines export`` writes (``FER_INT8=1``: its int8 twin). Every
+other setting comes from the environment too: see ``Settings`` (README "HTTP API").
 """
 
 from __future__ import annotations
@@ -155,14 +155,24 @@ def load_model() -> tuple[OnnxClassifier, str]:
         return OnnxClassifier(Path(path)), path
     uri = os.environ.get("FER_MODEL_URI")
     if uri:
+        if _int8():
+            raise ValueError(
+                "FER_INT8 serves the export pipeline's int8 model; a registered model has "
+                "only its fp32 ONNX artifact: unset FER_INT8 or set FER_ONNX_MODEL"
+            )
         from fer_pipeline.tracking import load_registered_onnx
 
         return OnnxClassifier(load_registered_onnx(uri)), uri
     return _latest_export()
 
 
+def _int8() -> bool:
+    return os.environ.get("FER_INT8", "").lower() in ("1", "true", "yes")
+
+
 def _latest_export() -> tuple[OnnxClassifier, str]:
-    """The newest version of the catalog's ``model_onnx`` in ``FER_PROJECT_PATH``, found
+    """The newest version of the catalog's ``model_onnx`` (``model_onnx_int8`` with
+    ``FER_INT8=1``) in ``FER_PROJECT_PATH``, found
     from the configuration alone: a Kedro session would import every pipeline, and
     with them torch."""
     from kedro.config import OmegaConfigLoader
@@ -174,7 +184,7 @@ def _latest_export() -> tuple[OnnxClassifier, str]:
         base_env="base",
         default_run_env="local",
     )
-    folder = project / config["catalog"]["model_onnx"]["filepath"]
+    folder = project / config["catalog"]["model_onnx_int8" if _int8() else "model_onnx"]["filepath"]
     versions = sorted(folder.glob(f"*/{folder.name}"))
     if not versions:
         raise RuntimeError(

@@ -1,4 +1,4 @@
-"""model -> ONNX and TorchScript files, checked against PyTorch on real images."""
+"""model -> ONNX (fp32, int8) and TorchScript files, checked on real images."""
 
 from .pipeline import create_pipeline
 

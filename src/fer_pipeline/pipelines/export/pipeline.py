@@ -1,4 +1,5 @@
-"""Export: the latest model as ONNX and TorchScript, with a parity check."""
+"""Export: the latest model as ONNX (fp32 and int8) and TorchScript, with a parity check
+and the int8 model's accuracy."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -10,8 +11,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 exported_models,
-                ["model", "test", "params:export"],
-                ["model_onnx", "model_torchscript", "export_report"],
+                ["model", "val", "test", "params:export"],
+                ["model_onnx", "model_onnx_int8", "model_torchscript", "export_report"],
                 name="exported_models",
             )
         ],
