@@ -73,6 +73,24 @@ def test_faces_below_min_face_are_skipped(faces, monkeypatch):
     assert Settings.from_env().min_face == 24
 
 
+def test_large_images_are_searched_downscaled(faces, monkeypatch):
+    canvas = np.full((3000, 4000, 3), GREY, np.uint8)
+    canvas[800:1200, 1000:1400] = cv2.resize(faces[0], (400, 400))
+    searched = []
+    original = FaceDetector._detect
+
+    def spy(self, pixels, min_face):
+        searched.append((pixels.shape[:2], min_face))
+        return original(self, pixels, min_face)
+
+    monkeypatch.setattr(FaceDetector, "_detect", spy)
+    (small,) = FaceDetector(max_side=1000).detect(canvas)
+    (full,) = FaceDetector(max_side=4000).detect(canvas)
+    assert searched == [((750, 1000), 12), ((3000, 4000), 48)]  # min_face scaled too
+    for x, y, w, h in (small, full):  # boxes in the image's own pixels either way
+        assert abs(x + w / 2 - 1200) < 30 and abs(y + h / 2 - 1000) < 40 and 300 < w < 500
+
+
 def test_unknown_detector_and_missing_yunet_file(tmp_path):
     with pytest.raises(ValueError, match="haar or yunet"):
         FaceDetector("dlib")
@@ -442,8 +460,9 @@ def test_faces_are_capped_and_access_is_guarded(classifier, faces):
 
 def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeypatch):
     """Detection on a big image is held (as a slow one would be) until the test lets it
-    go: a one-face request sent meanwhile is answered while it is still held, and a
-    server whose workers and queue are all taken answers 503 with Retry-After."""
+    go: a one-face request sent meanwhile is answered while it is still held, also when
+    every worker for large images is taken (light images have their own), and a large
+    image that finds the workers and queue of its lane taken gets 503 with Retry-After."""
     import threading
     import time
 
@@ -465,7 +484,8 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeyp
 
     monkeypatch.setattr(recogniser.detector, "detect", held_on_big_images)
     big = encode_jpeg(cv2.resize(decode_image(photo(faces)), (2000, 1100)))
-    app = create_app(recogniser, "v", Settings(workers=2, queue=0))
+    settings = Settings(workers=2, queue=0, light_pixels=100_000)  # photo(): 88,000 pixels
+    app = create_app(recogniser, "v", settings)
     answers: list = []
     with TestClient(app, base_url="http://localhost") as client:
 
@@ -480,9 +500,11 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeyp
             assert light.status_code == 200 and len(light.json()["faces"]) == 2
             assert not answers  # answered while the heavy one is still held
             threads[1].start()
-            wait_until_held(2)  # both workers taken, no queue
-            full = client.post("/predict", files={"file": ("l.jpg", photo(faces))})
+            wait_until_held(2)  # both workers for large images taken, no queue
+            full = client.post("/predict", files={"file": ("b.jpg", big)})
             assert full.status_code == 503 and full.headers["retry-after"] == "1"
+            light = client.post("/predict", files={"file": ("l.jpg", photo(faces))})
+            assert light.status_code == 200 and len(light.json()["faces"]) == 2
         finally:
             release.set()
             for thread in threads:

@@ -20,6 +20,10 @@ YUNET_MODEL = Path(__file__).with_name("detectors") / "face_detection_yunet_2023
 MIN_FACE = 48
 """Default smallest face side in pixels: FER2013's own resolution. Smaller faces hold
 too little expression detail to classify, and skipping them makes detection ~2x faster."""
+DETECT_MAX_SIDE = 1920
+"""Default longest side at which faces are searched; larger images are searched on a
+downscaled copy. YuNet on a full 40-megapixel image takes 6 s and 3.1 GB here; at
+1920 px, 0.3 s and ~0.2 GB, and a face of 48 px in a 7000 px photo is still 13 px."""
 
 
 class FaceDetector:
@@ -30,6 +34,8 @@ class FaceDetector:
             one shipped) or ``haar`` (OpenCV's frontal-face cascade).
         min_face: smallest face side in pixels.
         score_threshold: YuNet's confidence threshold.
+        max_side: images with a longer side are searched on a copy downscaled to it;
+            boxes are in the image's own pixels.
     """
 
     def __init__(
@@ -38,8 +44,9 @@ class FaceDetector:
         yunet_model: str | None = None,
         min_face: int = MIN_FACE,
         score_threshold: float = 0.6,
+        max_side: int = DETECT_MAX_SIDE,
     ):
-        self.method, self.min_face = method, min_face
+        self.method, self.min_face, self.max_side = method, min_face, max_side
         self._yunet_model, self._score_threshold = yunet_model or str(YUNET_MODEL), score_threshold
         if method not in ("haar", "yunet"):
             raise ValueError(f"detector must be haar or yunet, got {method!r}")
@@ -66,27 +73,33 @@ class FaceDetector:
         return engine
 
     def detect(self, pixels: np.ndarray) -> list[Box]:
+        scale = min(1.0, self.max_side / max(pixels.shape[:2]))
+        if scale < 1:
+            small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            boxes = self._detect(small, max(1, round(self.min_face * scale)))
+            boxes = [tuple(round(v / scale) for v in box) for box in boxes]
+        else:
+            boxes = self._detect(pixels, self.min_face)
+        return sorted(boxes, key=lambda b: -b[2] * b[3])
+
+    def _detect(self, pixels: np.ndarray, min_face: int) -> list[Box]:
         if self.method == "haar":
             found = self._engine().detectMultiScale(
                 to_gray(pixels),
                 scaleFactor=1.1,
                 minNeighbors=5,
-                minSize=(self.min_face, self.min_face),
+                minSize=(min_face, min_face),
             )
-            boxes = [tuple(int(v) for v in box) for box in found]
-        else:
-            bgr = cv2.cvtColor(
-                pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR
-            )
-            yunet = self._engine()
-            yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
-            _, found = yunet.detect(bgr)
-            boxes = [
-                tuple(int(round(v)) for v in row[:4])
-                for row in (found if found is not None else [])
-                if min(row[2], row[3]) >= self.min_face
-            ]
-        return sorted(boxes, key=lambda b: -b[2] * b[3])
+            return [tuple(int(v) for v in box) for box in found]
+        bgr = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR)
+        yunet = self._engine()
+        yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, found = yunet.detect(bgr)
+        return [
+            tuple(int(round(v)) for v in row[:4])
+            for row in (found if found is not None else [])
+            if min(row[2], row[3]) >= min_face
+        ]
 
 
 def crop(pixels: np.ndarray, box: Box, margin: float) -> np.ndarray:

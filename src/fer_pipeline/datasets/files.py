@@ -95,13 +95,26 @@ class ZipDataset(_VersionedFile[dict[str, bytes]]):
         path.write_bytes(buffer.getvalue())
 
 
-class ImageFiles(AbstractDataset[None, pd.DataFrame]):
-    """Image files of a folder (searched recursively) or a zip archive, as a table of
-    ``path`` and ``data`` (bytes); files with other suffixes are ignored."""
+class _InputFiles(AbstractDataset[None, pd.DataFrame]):
+    """Files read from ``path``, as a table; read-only."""
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
         self._path = Path(path)
         self.metadata = metadata
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{type(self).__name__} is read-only")
+
+    def _exists(self) -> bool:
+        return self._path.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class ImageFiles(_InputFiles):
+    """Image files of a folder (searched recursively) or a zip archive, as a table of
+    ``path`` and ``data`` (bytes); files with other suffixes are ignored."""
 
     def load(self) -> pd.DataFrame:
         if self._path.is_dir():
@@ -122,24 +135,11 @@ class ImageFiles(AbstractDataset[None, pd.DataFrame]):
             )
         return pd.DataFrame(rows, columns=["path", "data"])
 
-    def save(self, data: None) -> None:
-        raise DatasetError("ImageFiles is read-only")
 
-    def _exists(self) -> bool:
-        return self._path.exists()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
-
-
-class VideoFiles(AbstractDataset[None, pd.DataFrame]):
+class VideoFiles(_InputFiles):
     """Video files of a folder (searched recursively) as a table of ``path`` (relative)
     and ``file`` (absolute, for OpenCV, which reads videos from files); other files are
     ignored, and so is a zip archive (videos are read from folders)."""
-
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
-        self._path = Path(path)
-        self.metadata = metadata
 
     def load(self) -> pd.DataFrame:
         if zipfile.is_zipfile(self._path):
@@ -152,12 +152,3 @@ class VideoFiles(AbstractDataset[None, pd.DataFrame]):
         files = sorted(p for p in self._path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
         rows = [(str(p.relative_to(self._path)), str(p.resolve())) for p in files]
         return pd.DataFrame(rows, columns=["path", "file"])
-
-    def save(self, data: None) -> None:
-        raise DatasetError("VideoFiles is read-only")
-
-    def _exists(self) -> bool:
-        return self._path.exists()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}

@@ -4,10 +4,12 @@ logits."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +94,28 @@ class _Calibration(CalibrationDataReader):
         return None if batch is None else {"image": batch.astype(np.float32)}
 
 
+@contextlib.contextmanager
+def _quiet_per_channel_fallback() -> Iterator[None]:
+    """Drops ONNX Runtime's "Axis 1 is out-of-range for weight" warning, logged once per
+    LayerNorm of a ViT: those 1-D weights are quantised per tensor instead, as they
+    should be, and the warning would flood the run's log."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def to_int8(model: bytes, calibration: np.ndarray) -> bytes:
     """The ONNX model statically quantised by ONNX Runtime: int8 weights per output
     channel, uint8 activations whose ranges are calibrated (min/max) on ``calibration``
     (normalised images, real ones), QDQ format; the model's metadata is kept."""
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, _quiet_per_channel_fallback():
         fp32, prepared, int8 = (Path(folder) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         fp32.write_bytes(model)
         quant_pre_process(str(fp32), str(prepared))  # shape inference and graph folding

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fer_pipeline.faces import Box, FaceDetector, crop
+from fer_pipeline.faces import DETECT_MAX_SIDE, Box, FaceDetector, crop
 
 
 class Classifier(Protocol):
@@ -63,6 +63,10 @@ class FaceRecogniser:
 def recogniser_from_params(classifier: Classifier, params: dict[str, Any]) -> FaceRecogniser:
     """A recogniser configured by ``inference`` parameters (or the API's settings)."""
     detector = FaceDetector(
-        params["detector"], params.get("yunet_model"), params["min_face"], params["score_threshold"]
+        params["detector"],
+        params.get("yunet_model"),
+        params["min_face"],
+        params["score_threshold"],
+        params.get("detect_max_side", DETECT_MAX_SIDE),
     )
     return FaceRecogniser(classifier, detector, params["margin"])
