@@ -6,6 +6,9 @@ import shutil
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared/data"
+"""The real releases, beside the project."""
+RAF_FACES = SHARED_DATA / "rafdb/basic/Image/aligned.zip"
 
 
 def scratch_project(root: Path, raw_data: Path | None = None) -> Path:

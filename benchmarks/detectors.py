@@ -25,11 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from _scratch import SHARED_DATA
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 SIZE = (480, 640)  # height, width
 
 
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--empty", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    pictures, empty = realistic_set(SHARED, args.pictures, args.empty, args.seed)
+    pictures, empty = realistic_set(SHARED_DATA, args.pictures, args.empty, args.seed)
     rotated = "half rotated by up to 30 degrees"
     print(
         f"{len(pictures)} pictures {SIZE[1]}x{SIZE[0]} with "

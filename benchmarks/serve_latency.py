@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-from _scratch import PROJECT, scratch_project
+from _scratch import PROJECT, RAF_FACES, scratch_project
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
@@ -46,14 +46,12 @@ from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.local import local_server
 from fer_pipeline.serving.recognise import FaceRecogniser
 
-FACES = PROJECT.parent / "shared/data/rafdb/basic/Image/aligned.zip"
-
 
 def single_face_images(count: int, detector: FaceDetector) -> list[bytes]:
     """RAF-DB test faces with a 30 px border in which the detector finds exactly one face
     (Haar misses some), so every request has one face to classify."""
     images = []
-    with zipfile.ZipFile(FACES) as archive:
+    with zipfile.ZipFile(RAF_FACES) as archive:
         for i in range(1, 500):
             face = decode_image(archive.read(f"aligned/test_{i:04d}_aligned.jpg"))
             image = encode_jpeg(
@@ -74,7 +72,7 @@ def untrained_models(folder: Path, model: str, size: int) -> dict[str, Path]:
     RAF-DB training faces), written to ``folder``."""
     spec = ModelSpec(name=model, image_size=size, mean=[0.5] * 3, std=[0.5] * 3)
     bundle = ModelBundle(spec=spec, state_dict=build_model(model, size).state_dict())
-    with zipfile.ZipFile(FACES) as archive:
+    with zipfile.ZipFile(RAF_FACES) as archive:
         faces = [archive.read(f"aligned/train_{i:05d}_aligned.jpg") for i in range(1, 65)]
     fp32 = to_onnx(bundle)
     paths = {f"{model} fp32": folder / "fp32.onnx", f"{model} int8": folder / "int8.onnx"}

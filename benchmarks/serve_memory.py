@@ -6,9 +6,8 @@ project's latest export (``--project``, default this project), builds a 7280 x 5
 (39.6-megapixel) PNG under the 10 MB upload limit with real RAF-DB faces on it, sends
 it from ``--uploads`` clients at once, and samples the server's resident memory every
 10 ms. While they run, one-face requests (light images: a worker of their own) are sent
-one after another. Prints the
-server's memory before and at its peak, the ceiling the settings imply, each upload's
-status and seconds, and the one-face latencies.
+one after another. Prints the server's memory before and at its peak, the ceiling the
+settings imply, each upload's status and seconds, and the one-face latencies.
 
     python benchmarks/serve_memory.py
 """
@@ -26,13 +25,12 @@ import cv2
 import httpx
 import numpy as np
 import psutil
-from _scratch import PROJECT
+from _scratch import PROJECT, RAF_FACES
 
 from fer_pipeline.images import decode_image, encode_jpeg, encode_png
-from fer_pipeline.serving.app import Settings
+from fer_pipeline.serving.app import LIGHT_WORKERS, Settings
 from fer_pipeline.serving.local import local_server
 
-FACES = PROJECT.parent / "shared/data/rafdb/basic/Image/aligned.zip"
 DECODED_MB = 7280 * 5440 * 3 / 1e6
 
 
@@ -42,7 +40,7 @@ def big_photo() -> bytes:
     ys = np.linspace(60, 190, height, dtype=np.float32)[:, None, None]
     canvas = np.broadcast_to(ys, (height, width, 3)).astype(np.uint8).copy()
     rng = np.random.default_rng(0)
-    with zipfile.ZipFile(FACES) as archive:
+    with zipfile.ZipFile(RAF_FACES) as archive:
         for i in range(12):
             face = decode_image(archive.read(f"aligned/test_{i + 1:04d}_aligned.jpg"))
             side = int(rng.integers(150, 601))
@@ -66,17 +64,17 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=8)
     args = parser.parse_args()
     photo = big_photo()
-    with zipfile.ZipFile(FACES) as archive:
+    with zipfile.ZipFile(RAF_FACES) as archive:
         face = decode_image(archive.read("aligned/test_0001_aligned.jpg"))
     small = encode_jpeg(cv2.copyMakeBorder(face, 30, 30, 30, 30, cv2.BORDER_CONSTANT), 90)
     settings = Settings()
     upload_mb = settings.max_upload_bytes / 1e6
-    light_mb = settings.light_pixels * 3 * 2 / 1e6 + 50
+    light_mb = LIGHT_WORKERS * (settings.light_pixels * 3 * 2 / 1e6 + 50)
     ceiling = (
         settings.workers * (DECODED_MB * 2 + 150)
         + (settings.workers + settings.queue) * upload_mb
         + light_mb
-        + (1 + settings.queue) * upload_mb
+        + (LIGHT_WORKERS + settings.queue) * upload_mb
     )
     print(
         f"upload: {len(photo) / 1e6:.1f} MB PNG, 7280 x 5440 ({DECODED_MB:.0f} MB decoded); "

@@ -102,6 +102,10 @@ class _InputFiles(AbstractDataset[None, pd.DataFrame]):
         self._path = Path(path)
         self.metadata = metadata
 
+    def _files(self, suffixes: set[str]) -> list[Path]:
+        """The files under the folder ``path`` with one of ``suffixes``, sorted."""
+        return sorted(p for p in self._path.rglob("*") if p.suffix.lower() in suffixes)
+
     def save(self, data: None) -> None:
         raise DatasetError(f"{type(self).__name__} is read-only")
 
@@ -118,8 +122,10 @@ class ImageFiles(_InputFiles):
 
     def load(self) -> pd.DataFrame:
         if self._path.is_dir():
-            files = sorted(p for p in self._path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            rows = [(str(p.relative_to(self._path)), p.read_bytes()) for p in files]
+            rows = [
+                (str(p.relative_to(self._path)), p.read_bytes())
+                for p in self._files(IMAGE_SUFFIXES)
+            ]
         elif zipfile.is_zipfile(self._path):
             with zipfile.ZipFile(self._path) as archive:
                 names = sorted(
@@ -149,6 +155,6 @@ class VideoFiles(_InputFiles):
                 f"no folder of videos at {self._path} (set the path of inference_videos "
                 "in the catalog)"
             )
-        files = sorted(p for p in self._path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        files = self._files(VIDEO_SUFFIXES)
         rows = [(str(p.relative_to(self._path)), str(p.resolve())) for p in files]
         return pd.DataFrame(rows, columns=["path", "file"])

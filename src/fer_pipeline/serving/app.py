@@ -54,6 +54,10 @@ PAGE = Path(__file__).with_name("static") / "index.html"
 logger = logging.getLogger("fer_pipeline.serving")
 
 
+LIGHT_WORKERS = 1
+"""Workers of the lane for images up to ``Settings.light_pixels``."""
+
+
 def _names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
@@ -216,7 +220,10 @@ def create_app(
             ThreadPoolExecutor(workers, thread_name_prefix=f"fer-{name}"),
             threading.BoundedSemaphore(workers + settings.queue),
         )
-        for light, name, workers in ((False, "large", settings.workers), (True, "light", 1))
+        for light, name, workers in (
+            (False, "large", settings.workers),
+            (True, "light", LIGHT_WORKERS),
+        )
     }
 
     @asynccontextmanager
