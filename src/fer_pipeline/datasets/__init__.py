@@ -2,14 +2,9 @@
 
 from fer_pipeline.datasets.affectnet import AffectNetRelease
 from fer_pipeline.datasets.ferplus import FerPlusRelease
-from fer_pipeline.datasets.files import (
-    BytesDataset,
-    ImageFiles,
-    ModelBundleDataset,
-    VideoFiles,
-    ZipDataset,
-)
+from fer_pipeline.datasets.files import BytesDataset, ModelBundleDataset, ZipDataset
 from fer_pipeline.datasets.huggingface import HuggingFaceFaces
+from fer_pipeline.datasets.inputs import ImageFiles, VideoFiles
 from fer_pipeline.datasets.rafdb import RafDbRelease
 
 __all__ = [
