@@ -45,15 +45,31 @@ def chromium() -> str:
     return found
 
 
+KEY = "s3cret-key"
+
+
 @pytest.fixture(scope="module")
-def server(shared_data, tmp_path_factory):
-    """The API serving the latest model of a project, on loopback."""
-    root = tmp_path_factory.mktemp("served")
-    project = make_project(root / "project", shared_data)
+def project(shared_data, tmp_path_factory):
+    """A project whose latest export is a small real model."""
+    project = make_project(tmp_path_factory.mktemp("served") / "project", shared_data)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         catalog_of(project).save("model_onnx", to_onnx(small_model(shared_data)))
-    with local_server(project, log=root / "uvicorn.log") as url:
+    return project
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    """The API serving the project's latest model, on loopback."""
+    with local_server(project, log=project.parent / "uvicorn.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_server(project):
+    """The same API with ``FER_API_KEY`` set."""
+    env = {"FER_API_KEY": KEY}
+    with local_server(project, env=env, log=project.parent / "keyed.log") as url:
         yield url
 
 
@@ -128,4 +144,47 @@ def test_the_webcam_labels_faces_continuously(server, shared_data, tmp_path, chr
         assert page.inner_text("#status") == "2 faces found"
         assert len(page.query_selector_all(".face")) == 2
         assert page.inner_text("#webcam") == "Stop webcam"
+        browser.close()
+
+
+def test_the_page_sends_the_api_key_the_server_asks_for(
+    keyed_server, shared_data, tmp_path, chromium
+):
+    """Without the key the page says the server needs one; a wrong one is said to be
+    refused; the right one, typed in the page, is sent as X-API-Key. It is kept in the
+    tab's sessionStorage only: a reload keeps it, localStorage stays empty."""
+    from playwright.sync_api import sync_playwright
+
+    image = tmp_path / "two_faces.jpg"
+    image.write_bytes(photo(raf_faces(shared_data, 2)))
+
+    def upload(page) -> None:
+        page.set_input_files("#file", [])  # the same file again fires "change" again
+        page.set_input_files("#file", str(image))
+
+    def status_says(page, text: str) -> None:
+        page.wait_for_function(
+            "text => document.querySelector('#status').textContent.includes(text)",
+            arg=text,
+            timeout=30_000,
+        )
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(keyed_server)
+        upload(page)
+        status_says(page, "This server needs an API key: enter it above")
+        assert page.get_attribute("#status", "class") == "error"
+        page.fill("#key", "wrong")
+        upload(page)
+        status_says(page, "The API key was refused")
+        page.fill("#key", KEY)
+        upload(page)
+        page.wait_for_selector(".face", timeout=30_000)
+        assert page.inner_text("#status") == "2 faces found"
+        page.reload()
+        assert page.input_value("#key") == KEY
+        assert page.evaluate("sessionStorage.getItem('fer_api_key')") == KEY
+        assert page.evaluate("localStorage.length") == 0
         browser.close()

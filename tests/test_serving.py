@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
+import socket
+import struct
+import threading
 import zipfile
+import zlib
 
 import cv2
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,12 +21,13 @@ from PIL import Image
 from serving_fixtures import GREY, SLOTS, photo, raf_faces, small_model
 
 from fer_pipeline.faces import FaceDetector
-from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.images import decode_image, encode_jpeg, read_header, resized_rgb
 from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.pipelines.export.nodes import exported_models
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.app import Settings, create_app, load_model
 from fer_pipeline.serving.classifier import OnnxClassifier
+from fer_pipeline.serving.local import local_server
 from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
 
 DETECTOR = {
@@ -263,20 +270,20 @@ def test_serving_imports_neither_torch_nor_timm():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk: length, type, body and CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` pixels, with next to no data."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\0" * 64)
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
     )
 
 
@@ -389,7 +396,6 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeyp
     go: a one-face request sent meanwhile is answered while it is still held, also when
     every worker for large images is taken (light images have their own), and a large
     image that finds the workers and queue of its lane taken gets 503 with Retry-After."""
-    import threading
     import time
 
     recogniser = recogniser_from_params(classifier, DETECTOR)
@@ -437,3 +443,283 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeyp
                 if thread.is_alive() or thread.ident:
                     thread.join()
     assert [a.status_code for a in answers] == [200, 200]
+
+
+def _post(client: TestClient, data: bytes, name: str = "x.png", query: str = ""):
+    return client.post(f"/predict{query}", files={"file": (name, data, "application/octet-stream")})
+
+
+def _encoded(image: np.ndarray | Image.Image, fmt: str, **options) -> bytes:
+    """``image`` (pixels or a Pillow image) encoded by Pillow as ``fmt``."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_thin_images_get_422_and_are_never_searched(client, faces):
+    """A 20000 x 1 strip downscaled for detection had no rows left (OpenCV asserted:
+    500); the shared decoder refuses it with a ValueError, and detection skips a strip
+    too thin to hold a face (YuNet returns infinite boxes on those)."""
+    face = faces[0]
+    for size in ((20000, 1), (1, 20000)):
+        strip = _encoded(cv2.resize(face, size), "PNG")
+        for query in ("", "?detect=false"):
+            response = _post(client, strip, query=query)
+            assert response.status_code == 422, response.text
+            assert "each side must be at least" in response.json()["detail"]
+        with pytest.raises(ValueError, match=r"is \d+ x \d+ pixels: each side must be at least"):
+            decode_image(strip)
+    for shape in ((10, 20000), (48, 20000), (160, 20000), (20000, 160)):
+        strip = np.ascontiguousarray(cv2.resize(face, shape[::-1]))
+        assert FaceDetector(max_side=640).detect(strip) == []
+        assert FaceDetector().detect(strip) == []
+        assert _post(client, _encoded(strip, "PNG")).json()["faces"] == []
+    with pytest.raises(ValueError, match="empty image"):
+        resized_rgb(face[:0], 32)
+
+
+def test_a_slow_header_parse_does_not_hold_up_health(classifier, faces, monkeypatch):
+    """Pillow walks a PNG's chunks in Python (800,000 of them take seconds): the parse of
+    an upload is held here until the test lets it go, and /health answers meanwhile."""
+    open_image, parsing, release = Image.open, threading.Event(), threading.Event()
+
+    def held(fp, *args, **kwargs):
+        if isinstance(fp, io.BytesIO) and b"slOw" in fp.getvalue():
+            parsing.set()
+            release.wait(timeout=120)
+        return open_image(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", held)
+    png = _encoded(decode_image(photo(faces)), "PNG")
+    slow = png[:33] + _chunk(b"slOw", b"") * 1000 + png[33:]  # ancillary, after IHDR
+    answers, health = [], []
+    with _app_client(classifier) as client:
+        upload = threading.Thread(target=lambda: answers.append(_post(client, slow)))
+        probe = threading.Thread(target=lambda: health.append(client.get("/health")))
+        upload.start()
+        try:
+            assert parsing.wait(timeout=60)
+            probe.start()
+            probe.join(timeout=30)
+            assert [r.status_code for r in health] == [200]  # while the parse is held
+        finally:
+            release.set()
+            upload.join()
+            probe.join()
+    assert answers[0].status_code == 200 and len(answers[0].json()["faces"]) == 2
+
+
+def test_truncated_jpegs_are_refused_in_every_colour_space(client, faces):
+    """Truncated, then given an end marker again: grayscale and YCbCr were refused, but
+    CMYK went to OpenCV, which decodes what is missing as grey."""
+    face = faces[0]
+    for mode in ("L", "RGB", "CMYK"):
+        whole = _encoded(Image.fromarray(face).convert(mode), "JPEG", quality=95)
+        assert _post(client, whole, "face.jpg").status_code == 200
+        for broken in (whole[: len(whole) // 2], whole[: len(whole) // 2] + b"\xff\xd9"):
+            response = _post(client, broken, "face.jpg")
+            assert response.status_code == 422, (mode, response.text)
+            with pytest.raises(ValueError, match="truncated JPEG|corrupt JPEG"):
+                decode_image(broken)
+    cmyk = _encoded(Image.fromarray(face).convert("CMYK"), "JPEG", quality=95)
+    assert np.abs(decode_image(cmyk).astype(int) - face).mean() < 2  # its colours, upright
+
+
+def _with_segments(jpeg: bytes, *segments: tuple[bytes, bytes]) -> bytes:
+    """``jpeg`` with ``(marker, body)`` segments inserted right after its SOI."""
+    packed = b"".join(b"\xff" + m + struct.pack(">H", len(b) + 2) + b for m, b in segments)
+    return jpeg[:2] + packed + jpeg[2:]
+
+
+def test_exif_orientation_is_found_past_the_first_64_kb(client, faces, monkeypatch):
+    """An ICC profile of 70 KB (two APP2 segments) comes before the EXIF block; a PNG's
+    header is read without its pixels (Pillow's PNG getexif decodes them)."""
+    from PIL import ImageFile
+
+    shown = decode_image(photo(faces))  # 400 x 220, faces upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = np.ascontiguousarray(np.rot90(shown, 1))
+    app1 = _encoded(stored, "JPEG", quality=95, exif=exif.tobytes())
+    start = app1.index(b"\xff\xe1")
+    end = start + 2 + struct.unpack(">H", app1[start + 2 : start + 4])[0]
+    icc = [(b"\xe2", b"ICC_PROFILE\0" + bytes([i, 2]) + b"\0" * 35_000) for i in (1, 2)]
+    late = _with_segments(app1[:start] + app1[end:], *icc, (b"\xe1", app1[start + 4 : end]))
+    assert late.index(b"Exif") > 65536
+    body = _post(client, late, "r.jpg").json()
+    assert (body["width"], body["height"]) == (400, 220) and len(body["faces"]) == 2
+    assert decode_image(late).shape == (220, 400, 3)
+
+    def no_pixels(image):
+        raise AssertionError("the pixels were decoded for the header")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_pixels)
+    assert read_header(late).orientation == 6
+    assert read_header(_encoded(stored, "PNG")).orientation == 1
+    assert read_header(_encoded(stored, "PNG", exif=exif.tobytes())).orientation == 6
+
+
+def test_a_chunked_upload_over_the_limit_gets_413(client, faces):
+    """Without a Content-Length the size is counted as the body streams in; FastAPI
+    turned the refusal raised inside its form parsing into 400."""
+    boundary = "b0undary"
+
+    def body():
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        yield photo(faces)
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = client.post(
+        "/predict",
+        content=body(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 413, response.text
+    assert "larger than" in response.json()["detail"]
+    assert response.headers["connection"] == "close"
+    assert _post(client, photo(faces), "two.jpg").status_code == 200
+
+
+def _partial_upload(url: str, declared: int = 100_000) -> socket.socket:
+    """A socket that sent a POST's headers, announcing ``declared`` bytes of body."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    sock.sendall(
+        (
+            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n"
+            "Content-Type: multipart/form-data; boundary=b0undary\r\n"
+            "Expect: 100-continue\r\n\r\n"
+        ).encode()
+    )
+    return sock
+
+
+def _read_until(sock: socket.socket, end: bytes | None = None) -> bytes:
+    """What ``sock`` receives until ``end``, or until the server closes it."""
+    data = b""
+    while end is None or end not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_unfinished_and_excess_uploads_are_dropped(bundle, faces, tmp_path):
+    """A real server (uvicorn) on loopback, 5 uploads at most and 5 s for each body
+    chunk: 20 uploads that never finish their body hold 5 connections (kept alive by a
+    byte each while the others come), the other 15 get 503 at once, the 5 get 408 once
+    they stop, and every one is closed."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(to_onnx(bundle))
+    env = {"FER_ONNX_MODEL": str(model), "FER_MAX_UPLOADS": "5", "FER_BODY_TIMEOUT_S": "5"}
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+    with local_server(tmp_path, env=env, log=tmp_path / "uvicorn.log") as url:
+        held = []
+        try:
+            for _ in range(5):  # "100 Continue": the server has started reading this body
+                held.append(_partial_upload(url))
+                assert _read_until(held[-1], b"\r\n\r\n").startswith(b"HTTP/1.1 100")
+                held[-1].sendall(part)
+            for _ in range(15):
+                with _partial_upload(url) as refused:
+                    answer = _read_until(refused)
+                assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+                assert b"retry-after: 1" in answer.lower() and b"too many uploads at once" in answer
+                for sock in held:
+                    sock.sendall(b"\0")
+            for sock in held:
+                answer = _read_until(sock)
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+                assert b"no more of the body came for 5 s" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        response = httpx.post(f"{url}/predict", files={"file": ("two.jpg", photo(faces))})
+        assert response.status_code == 200 and len(response.json()["faces"]) == 2
+
+
+def test_large_icc_profiles_are_accepted_and_truncated_webp_is_corrupt(client, faces):
+    """Pillow refused a PNG chunk decompressing past 1 MB, a 2 MB ICC profile too (415);
+    a WebP cut short is an image, broken (422), not another media type."""
+    from PIL import ImageCms
+
+    shown = decode_image(photo(faces))
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    icc = srgb + b"\0" * (2_000_000 - len(srgb))
+    response = _post(client, _encoded(shown, "PNG", icc_profile=icc), "icc.png")
+    assert response.status_code == 200 and len(response.json()["faces"]) == 2
+    webp = _encoded(shown, "WEBP", quality=90)
+    assert _post(client, webp, "two.webp").status_code == 200
+    for cut in (len(webp) // 2, len(webp) - 100):
+        response = _post(client, webp[:cut], "two.webp")
+        assert response.status_code == 422, response.text
+        assert "corrupt or truncated WEBP" in response.json()["detail"]
+        with pytest.raises(ValueError, match="corrupt or truncated WEBP"):
+            decode_image(webp[:cut])
+    png = _encoded(shown, "PNG")
+    response = _post(client, png[: len(png) // 2], "cut.png")
+    assert response.status_code == 422 and "corrupt or truncated PNG" in response.text
+
+
+def test_a_broken_onnx_file_is_named(bundle, tmp_path):
+    """ONNX Runtime's INVALID_PROTOBUF named no file when given bytes; the error names
+    the file (or where the bytes came from) and says what to do."""
+    exported = to_onnx(bundle)
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(exported[: len(exported) // 2])
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(str(broken))} is not a valid ONNX.*re-export"
+    ):
+        OnnxClassifier(broken)
+    with pytest.raises(ValueError, match=r"models:/fer@champion is not a valid ONNX model"):
+        OnnxClassifier(exported[:1000], source="models:/fer@champion")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "absent.onnx"))):
+        OnnxClassifier(tmp_path / "absent.onnx")
+
+
+def test_head_answers_on_the_get_routes(classifier):
+    """Load balancers and uptime checks ask with HEAD: answered as GET, without a body."""
+    with _app_client(classifier, api_key="s3cret") as client:
+        for path in ("/", "/docs", "/docs-static/swagger-ui.css"):
+            response = client.head(path)
+            assert response.status_code == 200 and response.content == b"", path
+        assert client.head("/health").status_code == 401  # guarded like GET
+        response = client.head("/health", headers={"X-API-Key": "s3cret"})
+        assert response.status_code == 200 and response.content == b""
+        assert response.headers["content-type"] == "application/json"
+        paths = client.get("/openapi.json").json()["paths"]
+        assert set(paths["/health"]) == {"get"}  # HEAD is not a second operation
+
+
+def test_an_unfinished_export_is_skipped(bundle, tmp_path, monkeypatch, caplog):
+    """A version an export left half-written (its ``.incomplete`` mark and truncated
+    bytes) is skipped with a warning and the newest complete one served; a broken file
+    that is not marked is named in the error."""
+    project = make_project(tmp_path / "project", tmp_path / "raw")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("FER_PROJECT_PATH", str(project))
+    for name in ("FER_MODEL_URI", "FER_ONNX_MODEL", "FER_INT8"):
+        monkeypatch.delenv(name, raising=False)
+    exported = to_onnx(bundle)
+    folder = project / "data/06_models/model.onnx"  # the catalog's versioned model_onnx
+    complete = folder / "2026-01-01T00.00.00.000Z" / "model.onnx"
+    newest = folder / "2026-01-02T00.00.00.000Z" / "model.onnx"
+    for path, data in ((complete, exported), (newest, exported[: len(exported) // 3])):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+    (newest.parent / ".incomplete").touch()
+    with caplog.at_level("WARNING"):
+        loaded, version = load_model()
+    assert version == complete.parent.name and loaded.spec == bundle.spec.to_dict()
+    assert f"Skipping {newest}" in caplog.text
+    (newest.parent / ".incomplete").unlink()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(newest))} is not a valid ONNX model"):
+        load_model()

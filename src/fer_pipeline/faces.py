@@ -24,6 +24,9 @@ DETECT_MAX_SIDE = 1920
 """Default longest side at which faces are searched; larger images are searched on a
 downscaled copy. YuNet on a full 40-megapixel image takes 6 s and 3.1 GB here; at
 1920 px, 0.3 s and ~0.2 GB, and a face of 48 px in a 7000 px photo is still 13 px."""
+SEARCH_MIN_SIDE = 33
+"""Images whose shorter side (once downscaled) is under this are not searched: YuNet
+returns boxes of infinite size on them, and no face of a useful size fits."""
 
 
 class FaceDetector:
@@ -73,11 +76,15 @@ class FaceDetector:
         return engine
 
     def detect(self, pixels: np.ndarray) -> list[Box]:
-        scale = min(1.0, self.max_side / max(pixels.shape[:2]))
+        height, width = pixels.shape[:2]
+        scale = min(1.0, self.max_side / max(height, width))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        min_face = max(1, round(self.min_face * scale))
+        if min(size) < max(min_face, SEARCH_MIN_SIDE):  # a thin strip: no face fits
+            return []
         if scale < 1:
-            small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            boxes = self._detect(small, max(1, round(self.min_face * scale)))
-            boxes = [tuple(round(v / scale) for v in box) for box in boxes]
+            small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+            boxes = [tuple(round(v / scale) for v in box) for box in self._detect(small, min_face)]
         else:
             boxes = self._detect(pixels, self.min_face)
         return sorted(boxes, key=lambda b: -b[2] * b[3])
@@ -98,7 +105,7 @@ class FaceDetector:
         return [
             tuple(int(round(v)) for v in row[:4])
             for row in (found if found is not None else [])
-            if min(row[2], row[3]) >= min_face
+            if np.isfinite(row[:4]).all() and min(row[2], row[3]) >= min_face
         ]
 
 

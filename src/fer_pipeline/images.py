@@ -7,12 +7,13 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -21,13 +22,77 @@ R = TypeVar("R")
 PHASH_SIZE = 32
 """Side of the grayscale thumbnail a perceptual hash is computed from."""
 _CHUNK = 256
+MIN_SIDE = 8
+"""Images with a shorter side are refused: a line of pixels, not a photo, and too thin
+to search or resize (a 20000 x 1 strip downscales to nothing)."""
+_EXIF_MARKERS = (b"Exif", b"eXIf", b"EXIF")  # JPEG's APP1, PNG's eXIf, WebP's EXIF chunk
+
+PngImagePlugin.MAX_TEXT_CHUNK = 16 * 1024 * 1024
+"""Pillow's ceiling on a PNG chunk's decompressed size (1 MB) applies to the ICC profile
+too, and a valid photo's can weigh a few MB; 16 MB still stops a zlib bomb."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded bytes to uint8 pixels: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB.
+class NotAnImage(ValueError):
+    """Bytes that no image format recognises."""
 
-    Raises ``ValueError`` for bytes that are not a complete, intact image. JPEGs are
-    decoded strictly (libjpeg-turbo through simplejpeg): corrupt entropy-coded data,
+
+class TooManyPixels(ValueError):
+    """An image whose header claims more pixels than Pillow's decompression-bomb
+    ceiling."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an image's header says, read without decoding its pixels."""
+
+    format: str  # Pillow's name: JPEG, PNG, WEBP, ...
+    width: int  # as stored, before the EXIF orientation turns it
+    height: int
+    orientation: int = 1  # EXIF orientation, 1-8
+
+
+def read_header(data: bytes) -> Header:
+    """The format, size and EXIF orientation of encoded bytes, parsed by Pillow from the
+    header (segments and chunks, not pixels: an EXIF block is found wherever it lies).
+
+    Raises ``NotAnImage`` when no format claims the bytes, ``TooManyPixels`` beyond
+    Pillow's bomb ceiling and ``ValueError`` for a corrupt or truncated header.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Header(image.format, *image.size, _orientation(image))
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixels(str(exc)) from None
+    except Exception as exc:  # what a plugin raises for a broken header varies
+        raise _unreadable(data, exc) from None
+
+
+def _unreadable(data: bytes, reason: object) -> ValueError:
+    """``NotAnImage``, or the error for an image of a known format that is broken."""
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        claimed = accept is not None and accept(data[:16])
+        if claimed and not isinstance(claimed, str):
+            return ValueError(f"corrupt or truncated {name} ({reason})")
+    return NotAnImage("not an image (no known image format)")
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an open image; 1 when absent or unreadable."""
+    try:  # Image's own getexif: a PNG's would decode the pixels to look past them
+        orientation = Image.Image.getexif(image).get(0x0112, 1)
+    except Exception:  # a broken EXIF block does not make the pixels unreadable
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def decode_image(data: bytes, header: Header | None = None) -> np.ndarray:
+    """Decode encoded bytes to uint8 pixels: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB,
+    turned as their EXIF orientation says (from ``header`` when it was read already).
+
+    Raises ``ValueError`` for bytes that are not a complete, intact image, and for an
+    image with a side under ``MIN_SIDE``. JPEGs are decoded strictly (libjpeg-turbo
+    through simplejpeg), in every colour space: corrupt or truncated entropy-coded data,
     which OpenCV and Pillow decode to noise with only a warning on stderr, is an error.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -38,23 +103,25 @@ def decode_image(data: bytes) -> np.ndarray:
     else:
         pixels = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if pixels is None:
-            raise ValueError("not a decodable image")
+            raise _unreadable(data, "its data cannot be decoded")
         if pixels.ndim == 3:
             pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    return upright(pixels, exif_orientation(data))
+    height, width = pixels.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(
+            f"the image is {width} x {height} pixels: each side must be at least {MIN_SIDE}"
+        )
+    return upright(pixels, header.orientation if header else exif_orientation(data))
 
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation tag (1-8) of encoded bytes; 1 when absent or unreadable."""
-    head = data[:65536]  # JPEG's APP1, PNG's eXIf or WebP's EXIF chunk, near the start
-    if not any(marker in head for marker in (b"Exif", b"eXIf", b"EXIF")):
+    if not any(marker in data for marker in _EXIF_MARKERS):  # Pillow only when it may be
         return 1
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # a broken EXIF block does not make the pixels unreadable
+        return read_header(data).orientation
+    except ValueError:
         return 1
-    return orientation if orientation in range(1, 9) else 1
 
 
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -79,13 +146,16 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
             return simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[..., 0]
         if colorspace in ("YCbCr", "RGB"):
             return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        return _cmyk_to_rgb(simplejpeg.decode_jpeg(data, colorspace="CMYK", strict=True))
     except ValueError as exc:
         raise ValueError(f"corrupt JPEG ({exc})") from None
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # CMYK, YCCK
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if pixels is None:
-        raise ValueError("not a decodable image")
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """RGB of a CMYK or YCCK JPEG's decoded inks, which Adobe's writers (and libjpeg's,
+    Pillow's) store inverted; OpenCV reads them so too."""
+    inks = cmyk.astype(np.uint16)
+    return ((inks[..., :3] * inks[..., 3:] + 127) // 255).astype(np.uint8)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -110,6 +180,8 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
 
 def resized_rgb(pixels: np.ndarray, size: int) -> np.ndarray:
     """Grayscale or RGB pixels as a ``size`` square RGB image (a model's input)."""
+    if not pixels.size:
+        raise ValueError(f"cannot resize an empty image ({' x '.join(map(str, pixels.shape))})")
     if pixels.ndim == 2:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
     h, w = pixels.shape[:2]

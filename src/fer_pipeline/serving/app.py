@@ -12,7 +12,6 @@ other setting comes from the environment too: see ``Settings`` (README "HTTP API
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import threading
@@ -40,15 +39,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
 from fer_pipeline.faces import DETECT_MAX_SIDE, MIN_FACE, FaceDetector
-from fer_pipeline.images import decode_image
+from fer_pipeline.images import Header, NotAnImage, TooManyPixels, decode_image, read_header
 from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.recognise import FaceRecogniser
+from fer_pipeline.versions import latest_complete
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 logger = logging.getLogger("fer_pipeline.serving")
@@ -84,6 +83,8 @@ class Settings:
         default_factory=lambda: ["localhost", "127.0.0.1", "[::1]", "::1"]
     )
     cors_origins: list[str] = field(default_factory=list)  # FER_CORS_ORIGINS: none = off
+    body_timeout_s: float = 30.0  # FER_BODY_TIMEOUT_S: longest wait for a body's next chunk
+    max_uploads: int = 64  # FER_MAX_UPLOADS: bodies received at once; more get 503
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -106,52 +107,103 @@ class Settings:
             api_key=env("FER_API_KEY") or None,
             allowed_hosts=_names(env("FER_ALLOWED_HOSTS", ",".join(default.allowed_hosts))),
             cors_origins=_names(env("FER_CORS_ORIGINS", "")),
+            body_timeout_s=float(env("FER_BODY_TIMEOUT_S", default.body_timeout_s)),
+            max_uploads=number("MAX_UPLOADS", default.max_uploads),
         )
 
 
 class BodyLimit:
-    """Refuses a request body over ``limit`` bytes with 413: at once from its
-    ``Content-Length``, before any of it is read, and while a body without one
-    streams in."""
+    """Guards request bodies. One over ``limit`` bytes gets 413: at once from its
+    ``Content-Length``, before any of it is read, and while a body without one streams
+    in. One whose next chunk takes over ``timeout`` seconds gets 408. One that finds
+    ``uploads`` bodies being received gets 503 with ``Retry-After`` at once. These
+    answers, and any other sent before its request's body has all come, close the
+    connection."""
 
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(
+        self, app: Any, limit: int, timeout: float | None = None, uploads: int | None = None
+    ):
+        self.app, self.limit, self.timeout, self.uploads = app, limit, timeout, uploads
+        self.receiving = 0  # bodies being received now
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, send, f"{int(declared):,} bytes declared")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        size = int(declared) if declared.isdigit() else 0
+        if size > self.limit:
+            return await _refuse(scope, send, self._too_large(f"{size:,} bytes declared"))
+        pending = size > 0 or b"transfer-encoding" in headers  # a body is to come
+        if pending and self.uploads is not None and self.receiving >= self.uploads:
+            busy = f"too many uploads at once ({self.receiving} under way): try again shortly"
+            return await _refuse(scope, send, _Refusal(503, busy, {"Retry-After": "1"}))
+        self.receiving += pending
         seen, started = 0, False
+
+        def received() -> None:
+            nonlocal pending
+            self.receiving -= pending
+            pending = False
 
         async def counted() -> dict:
             nonlocal seen
-            message = await receive()
+            try:  # no time limit once the body is in: what follows waits for a disconnect
+                async with asyncio.timeout(self.timeout if pending else None):
+                    message = await receive()
+            except TimeoutError:
+                received()
+                raise _Refusal(408, f"no more of the body came for {self.timeout:g} s") from None
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                received()
+                raise self._too_large(f"over {self.limit:,} bytes sent")
+            if not message.get("more_body", False):
+                received()
             return message
 
         async def tracked(message: dict) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if pending:  # the rest of the body is not read: the connection goes
+                    message = {**message, "headers": _closing(message.get("headers", []))}
             await send(message)
 
         try:
             await self.app(scope, counted, tracked)
-        except _TooLarge:
+        except _Refusal as refusal:  # raised outside FastAPI's body parsing
             if not started:
-                await self._refuse(scope, send, f"over {self.limit:,} bytes sent")
+                await _refuse(scope, send, refusal)
+        finally:
+            received()
 
-    async def _refuse(self, scope: dict, send: Any, what: str) -> None:
-        detail = f"the request body is larger than {self.limit:,} bytes ({what})"
-        logger.warning("413 %s %s: %s", scope["method"], scope["path"], detail)
-        await JSONResponse({"detail": detail}, status_code=413)(scope, _no_body, send)
+    def _too_large(self, what: str) -> _Refusal:
+        return _Refusal(413, f"the request body is larger than {self.limit:,} bytes ({what})")
 
 
-class _TooLarge(Exception):
-    pass
+class _Refusal(StarletteHTTPException):
+    """A request body refused while it comes in; an HTTP exception, as FastAPI passes
+    those on from its body parsing (others become 400). The connection is closed."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(status, detail, headers={"Connection": "close", **(headers or {})})
+
+
+def _closing(headers: list) -> list:
+    if any(name.lower() == b"connection" for name, _ in headers):
+        return headers
+    return [*headers, (b"connection", b"close")]
+
+
+async def _refuse(scope: dict, send: Any, refusal: _Refusal) -> None:
+    logger.warning(
+        "%d %s %s: %s", refusal.status_code, scope["method"], scope["path"], refusal.detail
+    )
+    response = JSONResponse(
+        {"detail": refusal.detail}, status_code=refusal.status_code, headers=refusal.headers
+    )
+    await response(scope, _no_body, send)
 
 
 async def _no_body() -> dict:
@@ -172,7 +224,7 @@ def load_model() -> tuple[OnnxClassifier, str]:
             )
         from fer_pipeline.tracking import load_registered_onnx
 
-        return OnnxClassifier(load_registered_onnx(uri)), uri
+        return OnnxClassifier(load_registered_onnx(uri), source=f"the ONNX model of {uri}"), uri
     return _latest_export()
 
 
@@ -181,10 +233,10 @@ def _int8() -> bool:
 
 
 def _latest_export() -> tuple[OnnxClassifier, str]:
-    """The newest version of the catalog's ``model_onnx`` (``model_onnx_int8`` with
-    ``FER_INT8=1``) in ``FER_PROJECT_PATH``, found
-    from the configuration alone: a Kedro session would import every pipeline, and
-    with them torch."""
+    """The newest complete version of the catalog's ``model_onnx`` (``model_onnx_int8``
+    with ``FER_INT8=1``) in ``FER_PROJECT_PATH``, found from the configuration alone: a
+    Kedro session would import every pipeline, and with them torch. Versions an export
+    did not finish are skipped with a warning."""
     from kedro.config import OmegaConfigLoader
 
     project = Path(os.environ.get("FER_PROJECT_PATH", Path.cwd())).resolve()
@@ -195,13 +247,13 @@ def _latest_export() -> tuple[OnnxClassifier, str]:
         default_run_env="local",
     )
     folder = project / config["catalog"]["model_onnx_int8" if _int8() else "model_onnx"]["filepath"]
-    versions = sorted(folder.glob(f"*/{folder.name}"))
-    if not versions:
+    latest = latest_complete(folder)
+    if latest is None:
         raise RuntimeError(
             f"no exported model in {project}: run `kedro run --pipelines export` first, or "
             "set FER_ONNX_MODEL to an ONNX file or FER_MODEL_URI to an MLflow model"
         )
-    return OnnxClassifier(versions[-1]), versions[-1].parent.name
+    return OnnxClassifier(latest), latest.parent.name
 
 
 def create_app(
@@ -216,13 +268,16 @@ def create_app(
     # images up to `light_pixels` have a worker of their own: they never queue behind
     # large ones. A lane whose workers and queue are full answers 503.
     lanes = {
-        light: (
+        name: (
             ThreadPoolExecutor(workers, thread_name_prefix=f"fer-{name}"),
             threading.BoundedSemaphore(workers + settings.queue),
         )
-        for light, name, workers in (
-            (False, "large", settings.workers),
-            (True, "light", LIGHT_WORKERS),
+        for name, workers in (
+            ("large", settings.workers),
+            ("light", LIGHT_WORKERS),
+            # Headers are parsed in a lane of their own, off the event loop: Pillow walks
+            # a PNG's chunks in Python, and 800,000 of them take seconds.
+            ("header", settings.workers),
         )
     }
 
@@ -250,12 +305,17 @@ def create_app(
         docs_url=None,  # served below from the package's files, not from a CDN
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)  # + form
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_upload_bytes + 64 * 1024,  # + the form around the file
+        timeout=settings.body_timeout_s,
+        uploads=settings.max_uploads,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "HEAD", "POST"],
             allow_headers=["X-API-Key"],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
@@ -269,13 +329,23 @@ def create_app(
             )
         return await http_exception_handler(request, exc)
 
+    def get(path: str, **options: Any) -> Any:
+        """``app.get`` that answers HEAD too, as load balancers and uptime checks ask."""
+
+        def register(endpoint: Any) -> Any:
+            head = {**options, "include_in_schema": False}
+            app.add_api_route(path, endpoint, methods=["HEAD"], **head)
+            return app.get(path, **options)(endpoint)
+
+        return register
+
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
     async def authorised(key: str | None = Security(key_header)) -> None:  # noqa: B008
         if settings.api_key and key != settings.api_key:
             raise HTTPException(401, "a valid X-API-Key header is required")
 
-    @app.get("/health", dependencies=[Depends(authorised)])
+    @get("/health", dependencies=[Depends(authorised)])
     def health() -> dict[str, Any]:
         """The model being served."""
         spec = state["recogniser"].predictor.spec
@@ -288,11 +358,13 @@ def create_app(
             "val_accuracy": spec.get("val_accuracy"),
         }
 
-    def recognise(data: bytes, detect: bool, timings: dict[str, float]) -> dict[str, Any]:
+    def recognise(
+        data: bytes, header: Header, detect: bool, timings: dict[str, float]
+    ) -> dict[str, Any]:
         """Decode (EXIF orientation applied), find and classify; in a pool worker."""
         started = time.perf_counter()
         try:
-            pixels = decode_image(data)
+            pixels = decode_image(data, header)
         except ValueError as exc:
             raise HTTPException(422, f"the image cannot be decoded: {exc}") from exc
         timings["decode"] = time.perf_counter() - started
@@ -306,6 +378,17 @@ def create_app(
         if len(boxes) > len(kept):
             answer |= {"faces_found": len(boxes), "faces_capped": True}
         return answer
+
+    async def in_lane(name: str, work: Any, *args: Any) -> Any:
+        """``work(*args)`` in a worker of lane ``name``; 503 when its workers and queue
+        are taken."""
+        pool, slots = lanes[name]
+        if not slots.acquire(blocking=False):
+            raise HTTPException(503, "busy: try again shortly", headers={"Retry-After": "1"})
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+        finally:
+            slots.release()
 
     @app.post("/predict", dependencies=[Depends(authorised)])
     async def predict(
@@ -322,22 +405,18 @@ def create_app(
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise HTTPException(413, f"the file is larger than {settings.max_upload_bytes} bytes")
-        pixel_count = _check_header(data, file.filename, settings.max_pixels)
-        pool, slots = lanes[pixel_count <= settings.light_pixels]
-        if not slots.acquire(blocking=False):
-            raise HTTPException(503, "busy: try again shortly", headers={"Retry-After": "1"})
-        try:
-            timings: dict[str, float] = {}
-            loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(pool, recognise, data, detect, timings)
-        finally:
-            slots.release()
+        header = await in_lane("header", _header, data, file.filename, settings.max_pixels)
+        light = header.width * header.height <= settings.light_pixels
+        timings: dict[str, float] = {}
+        answer = await in_lane(
+            "light" if light else "large", recognise, data, header, detect, timings
+        )
         timing = ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in timings.items())
         # The answer holds only str, int, float, list and dict: returned as it is, it
         # skips FastAPI's jsonable_encoder walk (a tenth of the framework's time).
         return JSONResponse(answer, headers={"Server-Timing": timing})
 
-    @app.get("/docs", include_in_schema=False)
+    @get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url,
@@ -347,28 +426,31 @@ def create_app(
             swagger_favicon_url="/docs-static/favicon-32x32.png",
         )
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return PAGE.read_text()
 
     return app
 
 
-def _check_header(data: bytes, filename: str | None, max_pixels: int) -> int:
-    """The pixels the image's header claims; 415 when ``data`` is no image, 413 when
-    over ``max_pixels`` (a decompression bomb), before anything is decoded."""
+def _header(data: bytes, filename: str | None, max_pixels: int) -> Header:
+    """The image's header, before anything is decoded: 415 when ``data`` is no image,
+    422 when its header is broken, 413 when it claims over ``max_pixels`` (a
+    decompression bomb)."""
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
+        header = read_header(data)
+    except TooManyPixels as exc:  # Pillow's own ceiling, far above ours
         raise HTTPException(413, f"the image claims too many pixels ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except NotAnImage as exc:
         raise HTTPException(415, f"not an image: {filename}") from exc
-    if width * height > max_pixels:
+    except ValueError as exc:
+        raise HTTPException(422, f"the image cannot be decoded: {exc}") from exc
+    if header.width * header.height > max_pixels:
         raise HTTPException(
-            413, f"the image has {width * height:,} pixels; the limit is {max_pixels:,}"
+            413,
+            f"the image has {header.width * header.height:,} pixels; the limit is {max_pixels:,}",
         )
-    return width * height
+    return header
 
 
 app = create_app()

@@ -21,21 +21,34 @@ METADATA_KEY = "fer_pipeline"
 
 class OnnxClassifier:
     """Class probabilities for face crops (uint8 grayscale or RGB arrays) from an ONNX
-    file (path or bytes) exported by this project."""
+    file (path or bytes) exported by this project; ``source`` names bytes in errors
+    (where they came from)."""
 
-    def __init__(self, model: bytes | str | Path, threads: int | None = None):
+    def __init__(
+        self, model: bytes | str | Path, threads: int | None = None, source: str | None = None
+    ):
+        where = source or (str(model) if isinstance(model, (str, Path)) else "the ONNX model")
+        if isinstance(model, (str, Path)) and not Path(model).is_file():
+            raise FileNotFoundError(f"no ONNX model file at {model}")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        source = str(model) if isinstance(model, Path) else model
-        self.session = onnxruntime.InferenceSession(
-            source, options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(model) if isinstance(model, Path) else model,
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ONNX Runtime's own kinds: InvalidProtobuf, Fail, ...
+            raise ValueError(
+                f"{where} is not a valid ONNX model ({exc}); it may be truncated: "
+                "re-export it with `kedro run --pipelines export`"
+            ) from exc
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in metadata:
             raise ValueError(
-                f"{model if isinstance(model, (str, Path)) else 'the ONNX model'} has no "
-                f"{METADATA_KEY!r} metadata: export it with `kedro run --pipelines export`"
+                f"{where} has no {METADATA_KEY!r} metadata: export it with "
+                "`kedro run --pipelines export`"
             )
         self.spec: dict[str, Any] = json.loads(metadata[METADATA_KEY])
         self.classes: list[str] = list(self.spec["classes"])

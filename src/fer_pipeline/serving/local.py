@@ -18,7 +18,8 @@ def local_server(
     project: Path, env: dict[str, str] | None = None, log: Path | None = None, timeout: float = 120
 ) -> Iterator[str]:
     """``uvicorn fer_pipeline.serving.app:app`` serving ``project``'s latest export on
-    127.0.0.1; yields its URL once ``/health`` answers, and stops it on exit."""
+    127.0.0.1; yields its URL once ``/health`` answers (asked with ``FER_API_KEY`` when
+    it is set), and stops it on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -40,11 +41,13 @@ def local_server(
             command, cwd=project, env=environ, stdout=output, stderr=subprocess.STDOUT
         )
         url = f"http://127.0.0.1:{port}"
+        key = environ.get("FER_API_KEY")
+        health = urllib.request.Request(f"{url}/health", headers={"X-API-Key": key} if key else {})
         try:
             deadline = time.time() + timeout
             while True:
                 try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2)
+                    urllib.request.urlopen(health, timeout=2)
                     break
                 except OSError:
                     if process.poll() is not None or time.time() > deadline:
