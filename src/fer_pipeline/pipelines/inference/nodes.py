@@ -1,107 +1,193 @@
 """Batch inference: every face in a folder or zip of images, and in sampled frames of
-the videos in a folder."""
+the videos in a folder. A file that cannot be read, decoded or searched is skipped and
+reported with its reason (``unreadable`` in the reports); it never stops the run."""
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterator
-from typing import Any
+import math
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import PurePosixPath
+from typing import Any, Protocol
 
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image
 from tqdm.auto import tqdm
 
 from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.serving.recognise import recogniser_from_params
+from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
+
+from .config import InferenceConfig
 
 logger = logging.getLogger(__name__)
+
+
+class InputFile(Protocol):
+    """An image of ``inference_images`` (``fer_pipeline.datasets.inputs.InputFile``): its
+    ``path``, and its bytes or ``error``, why it was not read."""
+
+    path: str
+    data: bytes | None
+    error: str | None
+
+
 FACE_COLUMNS = ("path", "face_index", "x", "y", "w", "h", "label")
 """The columns before the probabilities (``p_<class>``) of ``inference_faces``."""
 VIDEO_FACE_COLUMNS = ("path", "time_s", "frame", "face_index", "x", "y", "w", "h", "label")
 """The columns before the probabilities (``p_<class>``) of ``video_faces``."""
+NO_VIDEO_PLOT = "no_video.png"
+"""The one plot of ``video_timelines`` when no video could be read (a versioned dataset
+must write something: Kedro looks its version up right after saving it)."""
+SKIPPED = (ValueError, cv2.error)
+"""What a bad image or video raises while decoded or searched (``ValueError``: corrupt,
+truncated, too thin; ``cv2.error``: an OpenCV assertion): it is skipped and reported."""
 
 
-def _classifier(model_onnx: bytes, inference: dict[str, Any]) -> OnnxClassifier:
+def _reason(exc: Exception) -> str:
+    """One line saying why a file was skipped."""
+    text = " ".join(str(exc).split())
+    return f"OpenCV failed: {text}" if isinstance(exc, cv2.error) else text
+
+
+def _skip(unreadable: list[dict[str, str]], kind: str, path: str, reason: str) -> None:
+    logger.warning("Skipping %s %s: %s", kind, path, reason)
+    unreadable.append({"path": path, "error": reason})
+
+
+def _classifier(model_onnx: bytes, inference: InferenceConfig) -> OnnxClassifier:
     """The ONNX export, or with ``inference.model_uri`` (e.g.
     ``models:/fer_pipeline@champion``) that MLflow model's ONNX artifact."""
-    if inference.get("model_uri"):
+    if inference.model_uri:
         from fer_pipeline.tracking import load_registered_onnx
 
-        model_onnx = load_registered_onnx(inference["model_uri"])
+        model_onnx = load_registered_onnx(inference.model_uri)
     model = OnnxClassifier(model_onnx)
-    logger.info("Model %s from %s", model.spec["name"], inference.get("model_uri") or "model_onnx")
+    logger.info("Model %s from %s", model.spec["name"], inference.model_uri or "model_onnx")
     return model
 
 
-def _model_facts(model: OnnxClassifier, inference: dict[str, Any]) -> dict[str, Any]:
+def _model_facts(model: OnnxClassifier, inference: InferenceConfig) -> dict[str, Any]:
     return {k: model.spec.get(k) for k in ("name", "image_size", "val_accuracy")} | {
-        "uri": inference.get("model_uri")
+        "uri": inference.model_uri
     }
 
 
+def _pixels(data: bytes, max_pixels: int) -> np.ndarray:
+    """The decoded image; ``ValueError`` when it cannot be decoded or its header claims
+    more than ``max_pixels`` (read by Pillow before decoding)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ValueError(str(exc)) from None
+    except Exception:  # what Pillow raises for a broken header varies: the decoder judges
+        width = height = 0
+    if width * height > max_pixels:
+        raise ValueError(
+            f"the image is {width} x {height} pixels: over max_pixels ({max_pixels:,})"
+        )
+    return decode_image(data)
+
+
+def _faces(recogniser: FaceRecogniser, image: InputFile, max_pixels: int) -> list[dict]:
+    """The faces of one image; ``ValueError`` or ``cv2.error`` when it is skipped."""
+    if image.data is None:
+        raise ValueError(image.error)
+    return recogniser.recognise(_pixels(image.data, max_pixels))
+
+
 def predicted_faces(
-    images: pd.DataFrame, model_onnx: bytes, inference: dict[str, Any]
+    images: Iterable[InputFile], model_onnx: bytes, inference: InferenceConfig
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per face found (``path``, ``face_index``, box ``x, y, w, h``, ``label``,
     ``p_<class>``), and a report listing the images with no face and the unreadable
-    files (skipped, with the reason). The model is the ONNX export, run by ONNX Runtime
-    (``inference.model_uri``: an MLflow model's ONNX artifact instead)."""
+    files (skipped, with the reason: not read, not decoded, or failed in the detector).
+    The model is the ONNX export, run by ONNX Runtime (``inference.model_uri``: an MLflow
+    model's ONNX artifact instead). ``images`` are read one at a time. ``inference``:
+    Kedro builds and checks it from the parameters before the run (a dict is checked
+    here)."""
+    inference = InferenceConfig.model_validate(inference)
     model = _classifier(model_onnx, inference)
-    recogniser = recogniser_from_params(model, inference)
-    rows, no_face, unreadable = [], [], []
-    for path, data in tqdm(
-        zip(images["path"], images["data"]),
-        total=len(images),
-        desc="inference",
-        unit="img",
-        mininterval=1.0,
-    ):
+    recogniser = recogniser_from_params(model, inference.recognition())
+    rows, no_face, unreadable, count = [], [], [], 0
+    total = len(images) if hasattr(images, "__len__") else None
+    for image in tqdm(images, total=total, desc="inference", unit="img", mininterval=1.0):
+        count += 1
         try:
-            pixels = decode_image(data)
-        except ValueError as exc:
-            logger.warning("Skipping unreadable image %s: %s", path, exc)
-            unreadable.append({"path": path, "error": str(exc)})
+            faces = _faces(recogniser, image, inference.max_pixels)
+        except SKIPPED as exc:
+            _skip(unreadable, "image", image.path, _reason(exc))
             continue
-        faces = recogniser.recognise(pixels)
         if not faces:
-            no_face.append(path)
+            no_face.append(image.path)
         for index, face in enumerate(faces):
-            rows.append((path, index, *face["box"], face["label"], *face["probabilities"].values()))
+            probs = face["probabilities"].values()
+            rows.append((image.path, index, *face["box"], face["label"], *probs))
     columns = [*FACE_COLUMNS, *(f"p_{c}" for c in model.classes)]
     report = {
-        "images": len(images),
+        "images": count,
         "faces": len(rows),
         "images_with_faces": len({r[0] for r in rows}),
         "no_face": no_face,
         "unreadable": unreadable,
         "model": _model_facts(model, inference),
-        "detector": inference["detector"],
+        "detector": inference.detector,
     }
     logger.info(
         "%d faces in %d images; %d without a face, %d unreadable",
         len(rows),
-        len(images),
+        count,
         len(no_face),
         len(unreadable),
     )
     return pd.DataFrame(rows, columns=columns), report
 
 
+def member_name(path: str, taken: set[str]) -> str:
+    """A safe, unique name in ``annotated_images.zip`` for the image at ``path``: relative
+    (no leading ``/``, no drive letter), without ``..`` or ``.`` parts, and not in
+    ``taken`` (compared case-insensitively; the name is added to it): ``a/b.png`` ->
+    ``a/b.jpg``, or ``a/b.png.jpg`` when ``a/b.jpg`` is taken, then ``a/b.png-2.jpg``..."""
+    parts = [p for p in re.split(r"[\\/]+", path) if p not in ("", ".", "..")]
+    if parts:
+        parts[0] = re.sub(r"^[A-Za-z]:", "", parts[0])  # C:/x.jpg, C:x.jpg
+    parts = [re.sub(r"[\x00-\x1f:]", "_", p) for p in parts if p]
+    name = "/".join(parts) or "image"
+    stem = str(PurePosixPath(name).with_suffix("")) if PurePosixPath(name).suffix else name
+    candidates = [f"{stem}.jpg", f"{name}.jpg"]
+    candidates += (f"{name}-{n}.jpg" for n in range(2, len(taken) + 3))
+    chosen = next(c for c in candidates if c.casefold() not in taken)
+    taken.add(chosen.casefold())
+    return chosen
+
+
 def annotated_images(
-    images: pd.DataFrame, faces: pd.DataFrame, inference: dict[str, Any]
+    images: Iterable[InputFile], faces: pd.DataFrame, inference: InferenceConfig
 ) -> dict[str, bytes]:
     """JPEG copies of the images with a face, boxes and labels drawn (none when
-    ``annotate`` is off)."""
-    if not inference["annotate"]:
+    ``annotate`` is off), named by ``member_name``: relative, safe and unique."""
+    inference = InferenceConfig.model_validate(inference)
+    if not inference.annotate:
         return {}
-    out = {}
-    by_path = dict(zip(images["path"], images["data"]))
-    for path, group in faces.groupby("path", sort=True):
-        pixels = decode_image(by_path[path])
+    out: dict[str, bytes] = {}
+    taken: set[str] = set()
+    by_path = {str(path): group for path, group in faces.groupby("path", sort=False)}
+    for image in images:
+        group = by_path.get(image.path)
+        if group is None or image.data is None:
+            continue
+        try:
+            pixels = _pixels(image.data, inference.max_pixels)
+        except SKIPPED as exc:  # it was read a moment ago: the file changed since
+            logger.warning("Not annotating %s: %s", image.path, _reason(exc))
+            continue
         canvas = np.ascontiguousarray(
             cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
         )
@@ -124,7 +210,7 @@ def annotated_images(
                 (255, 200, 0),
                 thickness,
             )
-        out[f"{path.rsplit('.', 1)[0]}.jpg"] = encode_jpeg(canvas, 90)
+        out[member_name(image.path, taken)] = encode_jpeg(canvas, 90)
     return out
 
 
@@ -145,8 +231,8 @@ def sampled_frames(file: str, fps: float) -> Iterator[tuple[int, float, np.ndarr
                 if ok:
                     sampled += 1
                     yield index, seconds, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                while due <= seconds + 0.5 / native:
-                    due += 1 / fps
+                # the first multiple of 1 / fps after this frame (no loop: any fps ends)
+                due = (math.floor((seconds + 0.5 / native) * fps) + 1) / fps
             index += 1
         if not sampled:
             raise ValueError("no frame could be decoded")
@@ -155,19 +241,25 @@ def sampled_frames(file: str, fps: float) -> Iterator[tuple[int, float, np.ndarr
 
 
 def video_faces(
-    videos: pd.DataFrame, model_onnx: bytes, inference: dict[str, Any]
+    videos: pd.DataFrame, model_onnx: bytes, inference: InferenceConfig
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Figure]]:
     """Every face in frames sampled ``inference.video_fps`` times a second: one row per
     frame and face (``path``, ``time_s``, ``frame``, ``face_index``, box, ``label``,
     ``p_<class>``); a report with a summary per video (frames sampled, frames with a
     face, the share of each emotion among its faces, the dominant one) and the
-    unreadable files; and an emotion-over-time plot per video (``<path>.png``)."""
+    unreadable files; and an emotion-over-time plot per video (``<path>.png``), or the
+    one plot ``NO_VIDEO_PLOT`` saying so when no video was read (photos only)."""
+    inference = InferenceConfig.model_validate(inference)
     model = _classifier(model_onnx, inference)
-    recogniser = recogniser_from_params(model, inference)
-    fps = float(inference["video_fps"])
+    recogniser = recogniser_from_params(model, inference.recognition())
+    fps = inference.video_fps
     columns = [*VIDEO_FACE_COLUMNS, *(f"p_{c}" for c in model.classes)]
     tables, summaries, unreadable, plots = [], [], [], {}
-    for path, file in zip(videos["path"], videos["file"]):
+    errors = videos["error"] if "error" in videos else [None] * len(videos)
+    for path, file, error in zip(videos["path"], videos["file"], errors):
+        if isinstance(error, str):  # refused by VideoFiles: a loop, a pipe, a device...
+            _skip(unreadable, "video", path, error)
+            continue
         rows, times = [], []
         try:
             bar = tqdm(sampled_frames(file, fps), desc=path, unit="frame", mininterval=1.0)
@@ -176,9 +268,8 @@ def video_faces(
                 for n, face in enumerate(recogniser.recognise(pixels)):
                     box, probs = face["box"], face["probabilities"].values()
                     rows.append((path, times[-1], index, n, *box, face["label"], *probs))
-        except ValueError as exc:
-            logger.warning("Skipping unreadable video %s: %s", path, exc)
-            unreadable.append({"path": path, "error": str(exc)})
+        except SKIPPED as exc:
+            _skip(unreadable, "video", path, _reason(exc))
             continue
         table = pd.DataFrame(rows, columns=columns)
         share = table["label"].value_counts(normalize=True)
@@ -201,10 +292,21 @@ def video_faces(
         "summaries": summaries,
         "unreadable": unreadable,
         "model": _model_facts(model, inference),
-        "detector": inference["detector"],
+        "detector": inference.detector,
     }
     logger.info("%d faces in %d videos; %d unreadable", len(faces), len(videos), len(unreadable))
-    return faces, report, plots
+    return faces, report, plots or {NO_VIDEO_PLOT: no_video_figure(len(videos))}
+
+
+def no_video_figure(videos: int) -> Figure:
+    """The plot ``video_timelines`` holds when no video was read: it says why."""
+    figure = plt.figure(figsize=(6, 1.6))
+    if not videos:
+        text = "No video in the input folder (.mp4, .avi, .mov, .mkv): no timeline."
+    else:
+        text = f"None of the {videos} videos could be read: see video_report.json."
+    figure.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return figure
 
 
 def emotion_timeline(
