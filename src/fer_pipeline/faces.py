@@ -24,6 +24,10 @@ DETECT_MAX_SIDE = 1920
 """Default longest side at which faces are searched; larger images are searched on a
 downscaled copy. YuNet on a full 40-megapixel image takes 6 s and 3.1 GB here; at
 1920 px, 0.3 s and ~0.2 GB, and a face of 48 px in a 7000 px photo is still 13 px."""
+SCORE_THRESHOLD = 0.6
+"""Default YuNet confidence below which a detection is dropped."""
+MARGIN = 0.2
+"""Default crop margin: this fraction of the face's size added on each side."""
 SEARCH_MIN_SIDE = 33
 """Images whose shorter side (once downscaled) is under this are not searched: YuNet
 returns boxes of infinite size on them, and no face of a useful size fits."""
@@ -46,7 +50,7 @@ class FaceDetector:
         method: str = "yunet",
         yunet_model: str | None = None,
         min_face: int = MIN_FACE,
-        score_threshold: float = 0.6,
+        score_threshold: float = SCORE_THRESHOLD,
         max_side: int = DETECT_MAX_SIDE,
     ):
         self.method, self.min_face, self.max_side = method, min_face, max_side

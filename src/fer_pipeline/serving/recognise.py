@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fer_pipeline.faces import DETECT_MAX_SIDE, Box, FaceDetector, crop
+from fer_pipeline.faces import DETECT_MAX_SIDE, MARGIN, Box, FaceDetector, crop
 
 
 class Classifier(Protocol):
@@ -23,7 +23,7 @@ class FaceRecogniser:
     """``recognise(pixels)`` -> one dict per face, largest first: ``box`` ([x, y, w, h]),
     ``label`` and ``probabilities`` (class -> probability)."""
 
-    def __init__(self, predictor: Classifier, detector: FaceDetector, margin: float = 0.2):
+    def __init__(self, predictor: Classifier, detector: FaceDetector, margin: float = MARGIN):
         self.predictor, self.detector, self.margin = predictor, detector, margin
 
     def recognise(

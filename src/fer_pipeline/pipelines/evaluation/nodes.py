@@ -16,19 +16,23 @@ from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.tracking import promote, split_digest
 
+from .config import EvaluationConfig
+
 logger = logging.getLogger(__name__)
 
 SUMMARY = ("accuracy", "macro_f1", "ece")
 
 
 def evaluate_model(
-    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, evaluation: dict[str, Any]
+    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, evaluation: EvaluationConfig
 ) -> tuple[dict[str, Any], dict[str, Any], plt.Figure, plt.Figure, pd.DataFrame]:
     """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source and ECE on
     val and test, plain and (when ``tta`` is on) with test-time augmentation; returns
     the report, its headline figures for MLflow, the confusion matrices, the
-    reliability diagrams and the per-image test predictions."""
-    tta_views = evaluation["tta_views"] if evaluation["tta"] else None
+    reliability diagrams and the per-image test predictions. ``evaluation``: Kedro
+    builds and checks it from the parameters before the run (a dict is checked here)."""
+    evaluation = EvaluationConfig.model_validate(evaluation)
+    tta_views = evaluation.tta_views if evaluation.tta else None
     report: dict[str, Any] = {"model": model.spec.to_dict()}
     calibrations, matrices = {}, {}
     predictions = None
@@ -39,12 +43,12 @@ def evaluate_model(
         plain, tta = predict_proba(
             model,
             images,
-            device=evaluation["device"],
-            precision=evaluation["precision"],
-            batch_size=evaluation["batch_size"],
+            device=evaluation.device,
+            precision=evaluation.precision,
+            batch_size=evaluation.batch_size,
             tta_views=tta_views,
-            tta_augment=evaluation["tta_augment"],
-            seed=evaluation["seed"],
+            tta_augment=evaluation.tta_augment.model_dump(),
+            seed=evaluation.seed,
         )
         labels = frame["label"].to_numpy()
         report[name] = {"plain": classification_report(labels, plain, CLASSES, frame["source"])}

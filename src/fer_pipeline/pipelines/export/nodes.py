@@ -22,6 +22,8 @@ from fer_pipeline.modelling.export import (
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.serving.classifier import OnnxClassifier
 
+from .config import ExportConfig
+
 
 def _served_figures(
     classifier: OnnxClassifier, crops: list[np.ndarray], test: pd.DataFrame, timing_faces: int
@@ -51,15 +53,17 @@ def _served_figures(
 
 
 def exported_models(
-    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, export: dict[str, Any]
+    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, export: ExportConfig
 ) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
     """ONNX fp32, ONNX int8 and TorchScript bytes, and a report.
 
     Parity: the largest absolute logit difference from PyTorch of the fp32 exports on
     ``parity_images`` real test images; fails when either exceeds ``tolerance``. int8:
     calibrated on ``calibration_images`` real validation images; accuracy of fp32 and
-    int8 on the whole test set (per source) and the speed of each, here."""
-    sample = test.sample(min(export["parity_images"], len(test)), random_state=export["seed"])
+    int8 on the whole test set (per source) and the speed of each, here. ``export``: Kedro
+    builds and checks it from the parameters before the run (a dict is checked here)."""
+    export = ExportConfig.model_validate(export)
+    sample = test.sample(min(export.parity_images, len(test)), random_state=export.seed)
     x = model_inputs(model, list(sample["image"]))
     with torch.no_grad():
         reference = model.build()(x).numpy()
@@ -69,24 +73,20 @@ def exported_models(
         "onnx": float(np.abs(onnx_logits(onnx_model, x) - reference).max()),
         "torchscript": float(np.abs(torchscript_logits(script_model, x) - reference).max()),
     }
-    failed = {k: v for k, v in diffs.items() if v > export["tolerance"]}
+    failed = {k: v for k, v in diffs.items() if v > export.tolerance}
     if failed:
-        raise ValueError(
-            f"export differs from PyTorch by more than {export['tolerance']}: {failed}"
-        )
-    calibration = val.sample(
-        min(export["calibration_images"], len(val)), random_state=export["seed"]
-    )
+        raise ValueError(f"export differs from PyTorch by more than {export.tolerance}: {failed}")
+    calibration = val.sample(min(export.calibration_images, len(val)), random_state=export.seed)
     int8_model = to_int8(onnx_model, model_inputs(model, list(calibration["image"])).numpy())
     crops = [decode_image(image) for image in test["image"]]
     served = {
-        name: _served_figures(OnnxClassifier(data), crops, test, export["timing_faces"])
+        name: _served_figures(OnnxClassifier(data), crops, test, export.timing_faces)
         for name, data in (("fp32", onnx_model), ("int8", int8_model))
     }
     agreement = float((served["fp32"].pop("predicted") == served["int8"].pop("predicted")).mean())
     report = {
         "images": len(sample),
-        "tolerance": export["tolerance"],
+        "tolerance": export.tolerance,
         "max_abs_logit_difference": diffs,
         "model": model.spec.name,
         "input": {

@@ -13,36 +13,13 @@ it. This module imports neither torch nor the pipeline's nodes.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field
 
-from fer_pipeline.faces import DETECT_MAX_SIDE, MIN_FACE
-
-
-class Params(BaseModel):
-    """A block of parameters: an unknown key is an error that names the keys there are
-    (with the closest one), not a setting silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = list(cls.model_fields)
-            unknown = [key for key in data if key not in known]
-            if unknown:
-                hints = [
-                    f"{key!r} (did you mean {close[0]!r}?)"
-                    if (close := difflib.get_close_matches(str(key), known, n=1))
-                    else repr(key)
-                    for key in unknown
-                ]
-                raise ValueError(f"unknown key {', '.join(hints)}; the keys are {', '.join(known)}")
-        return data
+from fer_pipeline.faces import DETECT_MAX_SIDE, MARGIN, MIN_FACE, SCORE_THRESHOLD
+from fer_pipeline.params import Params
 
 
 def _existing_file(value: str | None) -> str | None:
@@ -57,8 +34,8 @@ class RecognitionConfig(Params):
     detector: Literal["yunet", "haar"] = "yunet"  # YuNet ships in the package
     yunet_model: Annotated[str | None, AfterValidator(_existing_file)] = None  # another ONNX
     min_face: int = Field(MIN_FACE, gt=0)  # smallest face side, pixels
-    score_threshold: float = Field(0.6, gt=0, le=1)  # YuNet's confidence threshold
-    margin: float = Field(0.2, ge=0, allow_inf_nan=False)  # of the face size, each side
+    score_threshold: float = Field(SCORE_THRESHOLD, gt=0, le=1)  # YuNet's confidence threshold
+    margin: float = Field(MARGIN, ge=0, allow_inf_nan=False)  # of the face size, each side
     detect_max_side: int = Field(DETECT_MAX_SIDE, gt=0)  # larger images: searched downscaled
 
 
