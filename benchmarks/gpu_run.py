@@ -33,19 +33,21 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # no install neede
 
 from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
 from fer_pipeline.schema import SPLITS, TRAINING_COLUMNS  # noqa: E402
+from fer_pipeline.versions import latest_complete  # noqa: E402
 
 PACK_COLUMNS = ["split", *TRAINING_COLUMNS]
 
 
 def latest_split(project: Path, split: str) -> Path:
-    """The newest version of a split's parquet file (Kedro's versioned layout)."""
-    versions = sorted((project / f"data/05_model_input/{split}.parquet").glob("*/*.parquet"))
-    if not versions:
+    """The newest complete version of a split's parquet file (Kedro's versioned layout);
+    versions a run did not finish are skipped with a warning."""
+    latest = latest_complete(project / f"data/05_model_input/{split}.parquet")
+    if latest is None:
         raise FileNotFoundError(
-            f"no {split} split under {project}/data/05_model_input: "
+            f"no complete {split} split under {project}/data/05_model_input: "
             "run `kedro run --pipelines data_processing` first"
         )
-    return versions[-1]
+    return latest
 
 
 def pack(project: Path, out: Path, part_mib: float) -> list[Path]:
@@ -90,9 +92,10 @@ def _env_params(env: str, name: str) -> dict:
 
 def _tta_settings(env: str) -> dict:
     """The evaluation pipeline's test-time augmentation (one place: its parameters)."""
-    params = yaml.safe_load((ROOT / "conf/base/parameters_evaluation.yml").read_text())
-    params = {**params["evaluation"], **_env_params(env, "evaluation")}
-    return {k: params[k] for k in ("tta_views", "tta_augment")}
+    from fer_pipeline.pipelines.evaluation.config import EvaluationConfig
+
+    config = EvaluationConfig.model_validate(_env_params(env, "evaluation"))
+    return {"tta_views": config.tta_views, "tta_augment": config.tta_augment.model_dump()}
 
 
 def _write(out: Path, results: dict) -> None:

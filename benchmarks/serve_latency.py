@@ -45,6 +45,7 @@ from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.local import local_server
 from fer_pipeline.serving.recognise import FaceRecogniser
+from fer_pipeline.versions import latest_complete
 
 
 def single_face_images(count: int, detector: FaceDetector) -> list[bytes]:
@@ -85,10 +86,10 @@ def project_exports(project: Path) -> dict[str, Path]:
     """The latest fp32 and int8 exports of ``project`` (either may be missing)."""
     found = {}
     for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
-        versions = sorted((project / "data/06_models" / name).glob(f"*/{name}"))
-        if versions:
-            spec = OnnxClassifier(versions[-1]).spec
-            found[f"{spec['name']} {spec['image_size']} px {precision} (project)"] = versions[-1]
+        latest = latest_complete(project / "data/06_models" / name)
+        if latest:
+            spec = OnnxClassifier(latest).spec
+            found[f"{spec['name']} {spec['image_size']} px {precision} (project)"] = latest
     return found
 
 

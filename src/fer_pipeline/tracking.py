@@ -1,12 +1,15 @@
 """What runs tell MLflow beyond kedro-mlflow's datasets: metrics live at every epoch, the
 splits as dataset inputs, the registered model and its ``champion`` / ``challenger``
-aliases, and reading a registered model's ONNX export back without unpickling code."""
+aliases, reading a registered model's ONNX export back without unpickling code, and
+checking an SQLite tracking store (``mlflow.db``) before MLflow opens it."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +115,58 @@ def promote(registration: dict[str, Any], accuracy: float, test_digest: str) -> 
     return decision | {"alias": alias, "reason": reason}
 
 
+class TrackingStoreError(RuntimeError):
+    """The MLflow tracking store cannot be opened; the message names the file."""
+
+
+def sqlite_file(uri: str | None) -> Path | None:
+    """The database file of an ``sqlite:///`` URI, absolute (a relative one is relative
+    to the working directory, as SQLAlchemy opens it); ``None`` for other stores and for
+    an in-memory database."""
+    if not uri or not uri.split(":", 1)[0].startswith("sqlite") or ":///" not in uri:
+        return None
+    path = uri.split(":///", 1)[1].split("?", 1)[0]
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return Path(path).absolute()
+
+
+def store_advice(path: Path, error: BaseException) -> str:
+    """The message for a tracking database that cannot be read: the file, the error,
+    and what to do."""
+    return (
+        f"The MLflow tracking database {path} cannot be read as an SQLite database "
+        f"({error}). Move it aside, e.g. `mv {path} {path}.corrupt`: MLflow creates a new, "
+        "empty one on the next run (the runs and registered models of the old file are "
+        "then no longer listed). Or set MLFLOW_TRACKING_URI to another store."
+    )
+
+
+def check_tracking_store(uri: str | None) -> None:
+    """Raises ``TrackingStoreError`` naming the file when ``uri`` is an SQLite file that
+    is not a readable database. Other stores, and a file not there yet (MLflow creates
+    it), pass. The file is opened read-only and only its schema is read."""
+    path = sqlite_file(uri)
+    if path is None or not path.exists():
+        return
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as error:
+        raise TrackingStoreError(store_advice(path, error)) from error
+
+
+def check_active_stores() -> None:
+    """``check_tracking_store`` on MLflow's current tracking and registry URIs (what a
+    ``models:/`` or ``runs:/`` URI is read from)."""
+    for uri in dict.fromkeys((mlflow.get_tracking_uri(), mlflow.get_registry_uri())):
+        check_tracking_store(uri)
+
+
 def _model_files(uri: str, suffix: str) -> list[Path]:
     """The ``artifacts/*<suffix>`` files of an MLflow model, downloaded: nothing is
     unpickled."""
+    check_active_stores()
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     files = sorted(local.glob(f"artifacts/*{suffix}"))
     if not files:

@@ -2,12 +2,20 @@
 
 A run marks each version folder it writes (``<filepath>/<version>/``) with ``INCOMPLETE``
 before the first byte is written, and removes the mark once the node that writes it has
-saved all its outputs. A version killed half-way keeps its mark and is never read.
+saved all its outputs (``fer_pipeline.hooks.CompleteVersionsHook``), so the outputs of
+one node appear together or not at all. A version killed half-way keeps its mark and is
+never read: runs load the newest complete version of each input, the API serves the
+newest complete export. Versions without a mark (written before marks existed) count as
+complete.
+
+Plain ``pathlib`` and ``os`` only: ``benchmarks/gpu_run.py`` imports this on a machine
+without Kedro.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -16,9 +24,42 @@ INCOMPLETE = ".incomplete"
 """The file in a version folder that a run is still writing."""
 
 
+def fsync_dir(folder: Path) -> None:
+    """Makes the entries of ``folder`` (files created, renamed, removed) durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def is_complete(version_folder: Path) -> bool:
     """Whether the version in ``version_folder`` was written to the end."""
     return not (version_folder / INCOMPLETE).exists()
+
+
+def mark_incomplete(version_folder: Path) -> None:
+    """Marks ``version_folder`` as being written, creating it (durably, before any of its
+    data): until ``mark_complete``, every loader skips it."""
+    version_folder.mkdir(parents=True, exist_ok=True)
+    (version_folder / INCOMPLETE).touch()
+    fsync_dir(version_folder)
+    fsync_dir(version_folder.parent)
+
+
+def mark_complete(version_folder: Path) -> None:
+    """Makes what ``version_folder`` holds durable, then removes its mark."""
+    mark = version_folder / INCOMPLETE
+    if not mark.exists():
+        return
+    for path in sorted(version_folder.rglob("*")):
+        if path.is_file() and path != mark:
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    mark.unlink()
+    fsync_dir(version_folder)
 
 
 def latest_complete(filepath: Path) -> Path | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import uuid
 import zipfile
 from abc import abstractmethod
 from pathlib import Path, PurePosixPath
@@ -11,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 
+from fer_pipeline.versions import fsync_dir
+
 if TYPE_CHECKING:  # torch is imported only when a model is read or written
     from fer_pipeline.modelling.models import ModelBundle
 
@@ -18,7 +22,9 @@ T = TypeVar("T")
 
 
 class _VersionedFile(AbstractVersionedDataset[T, T], Generic[T]):
-    """One local file, versioned like Kedro's own file datasets."""
+    """One local file, versioned like Kedro's own file datasets, written atomically: to a
+    temporary file in the same folder, flushed to disk, then renamed, so the file is
+    whole or absent even if the process is killed while writing it."""
 
     def __init__(
         self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None
@@ -41,7 +47,16 @@ class _VersionedFile(AbstractVersionedDataset[T, T], Generic[T]):
     def save(self, data: T) -> None:
         path = Path(get_filepath_str(self._get_save_path(), "file"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._write(data, path)
+        # Created by _write itself, so with the permissions of any other file it writes.
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            self._write(data, temporary)
+            with open(temporary, "rb") as file:
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        fsync_dir(path.parent)
 
     def _exists(self) -> bool:
         try:
