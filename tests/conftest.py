@@ -34,7 +34,7 @@ os.environ.setdefault(
 def shared_data() -> Path:
     """The real FER+ and RAF-DB releases."""
     if not (SHARED_DATA / "ferplus" / "fer2013new.csv").is_file():
-        pytest.fail(f"The real data is expected at {SHARED_DATA} (see README, Data)")
+        pytest.fail(f"The real data is expected at {SHARED_DATA} (see docs/data.md)")
     return SHARED_DATA
 
 

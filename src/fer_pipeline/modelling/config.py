@@ -72,7 +72,7 @@ class TrainConfig:
     train_subset: int | None = None  # a stratified sample of this many training images
     storage_size: int | None = None  # side at which images are decoded and kept; None: image_size
     checkpoint_dir: str = "data/06_models/checkpoints"
-    # Several processes (README "Training past one process"); batch_size is per process
+    # Several processes (docs/distributed.md); batch_size is per process
     nproc_per_node: int = 1  # ranks on this machine; > 1: DDP, started by torchrun's engine
     nnodes: int = 1  # machines; the others start their ranks with `torchrun -m fer_pipeline.train`
     rdzv_endpoint: str = ""  # HOST:PORT of this machine (node 0) when nnodes > 1

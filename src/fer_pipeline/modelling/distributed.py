@@ -110,7 +110,7 @@ def _threads_per_rank(nproc: int) -> Iterator[None]:
 def launcher_args(config: TrainConfig, worker_args: list[str]) -> list[str]:
     """torchrun's command line for this machine's ranks: ``--standalone`` on one machine;
     with ``nnodes > 1`` a static rendezvous in which this machine is node 0, so that it
-    holds rank 0 (README "Several machines")."""
+    holds rank 0 (docs/distributed.md "Several machines from Kedro")."""
     args = [
         f"--nnodes={config.nnodes}",
         f"--nproc-per-node={config.nproc_per_node}",

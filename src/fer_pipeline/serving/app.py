@@ -6,7 +6,7 @@ the MLflow model in ``FER_MODEL_URI`` (``models:/fer_pipeline@champion``; nothin
 unpickled), or by default the latest versioned ``model_onnx`` of the project in
 ``FER_PROJECT_PATH`` (default: the working directory; environment ``FER_KEDRO_ENV``),
 which ``kedro run --pipelines export`` writes (``FER_INT8=1``: its int8 twin). Every
-other setting comes from the environment too: see ``Settings`` (README "HTTP API").
+other setting comes from the environment too: see ``Settings`` (docs/serving.md).
 """
 
 from __future__ import annotations
