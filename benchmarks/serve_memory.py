@@ -72,7 +72,8 @@ def main() -> None:
     light_mb = LIGHT_WORKERS * (settings.light_pixels * 3 * 2 / 1e6 + 50)
     ceiling = (
         settings.workers * (DECODED_MB * 2 + 150)
-        + (settings.workers + settings.queue) * upload_mb
+        + 2 * (settings.workers + settings.queue) * upload_mb  # decoding and header lanes
+        + settings.max_uploads * 1  # bodies being received: ~1 MB each in memory
         + light_mb
         + (LIGHT_WORKERS + settings.queue) * upload_mb
     )
@@ -124,8 +125,9 @@ def main() -> None:
     print(f"server memory: {before:.0f} MB before, {peak:.0f} MB at the peak (+{rise:.0f})")
     print(
         f"ceiling from the settings: workers x (2 x {DECODED_MB:.0f} MB decoded + 150 MB "
-        "detection) + (workers + queue) x upload limit, + the light lane's worker and "
-        f"queue = {ceiling:.0f} MB above the model"
+        "detection) + 2 x (workers + queue) x upload limit (decoding and header lanes) + "
+        "max uploads x 1 MB (bodies being received), + the light lane's worker and queue "
+        f"= {ceiling:.0f} MB above the model"
     )
     print(f"uploads: status {statuses}, seconds {seconds}, faces {uploads[0][2]}")
     ok = [s for status, s in quick if status == 200]
