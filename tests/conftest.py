@@ -140,3 +140,19 @@ def catalog_of(project: Path, env: str | None = None):
     bootstrap_project(project)
     session = KedroSession.create(project_path=project, env=env)
     return session.load_context().catalog
+
+
+@pytest.fixture(scope="module")
+def faces(shared_data):
+    """Two RAF-DB test faces that the detectors find on a canvas (``serving_fixtures``)."""
+    from serving_fixtures import raf_faces
+
+    return raf_faces(shared_data, 2)
+
+
+@pytest.fixture(scope="module")
+def bundle(shared_data):
+    """A real, quickly trained ViT-Tiny at 32 px (``serving_fixtures.small_model``)."""
+    from serving_fixtures import small_model
+
+    return small_model(shared_data)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 from kedro.validation import ParameterValidationError
-from serving_fixtures import GREY, photo, raf_faces, small_model, video
+from serving_fixtures import GREY, photo, video
 
 from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.modelling.export import to_onnx
@@ -31,16 +31,6 @@ DEFAULTS = {  # every inference parameter, spelled out (a dict is accepted by th
     "annotate": True,
     "video_fps": 2,
 }
-
-
-@pytest.fixture(scope="module")
-def faces(shared_data):
-    return raf_faces(shared_data, 2)
-
-
-@pytest.fixture(scope="module")
-def bundle(shared_data):
-    return small_model(shared_data)
 
 
 @pytest.fixture(scope="module")

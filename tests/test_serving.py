@@ -18,7 +18,7 @@ import pytest
 from conftest import catalog_of, make_project
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_fixtures import GREY, SLOTS, photo, raf_faces, small_model
+from serving_fixtures import GREY, SLOTS, photo
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg, read_header, resized_rgb
@@ -36,16 +36,6 @@ DETECTOR = {
     "score_threshold": 0.6,
     "margin": 0.2,
 }
-
-
-@pytest.fixture(scope="module")
-def faces(shared_data):
-    return raf_faces(shared_data, 2)
-
-
-@pytest.fixture(scope="module")
-def bundle(shared_data):
-    return small_model(shared_data)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,6 @@ from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.tracking import EpochMetricsLogger, load_registered_onnx, promote
 
 
-@pytest.fixture(scope="module")
-def bundle(shared_data):
-    from serving_fixtures import small_model
-
-    return small_model(shared_data)
-
-
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> mlflow.MlflowClient:
     """An empty MLflow store of this test's own."""
