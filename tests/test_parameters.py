@@ -112,6 +112,8 @@ def test_mlflow_gets_the_parameters_flat(tmp_path):
         "params:evaluation": EvaluationConfig(tta_views=8),
         "params:export": ExportConfig(tolerance="1e-3"),
     }
+    while mlflow.active_run():  # an in-process kedro run of an earlier test leaves one
+        mlflow.end_run()  # in MLflow's active-run stack (docs/known-limits.md)
     mlflow.set_experiment("test_parameters")
     with mlflow.start_run() as run:
         TypedParamsHook().before_node_run(node=None, inputs=inputs)
