@@ -212,3 +212,16 @@ def test_the_loop_learns_real_faces(shared_data, tmp_path):
     _, history = fit(images, torch.eye(7)[labels], images, labels, config)
     assert history[0]["val_accuracy"] < 0.6
     assert history[-1]["val_accuracy"] > 0.9
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_runs_in_fp32(monkeypatch, caplog):
+    from fer_pipeline.modelling import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.autocast_dtype("bf16", cpu) is None
+    assert "no bf16 instructions" in caplog.text
+    assert runtime.autocast_dtype("fp32", cpu) is None
+    assert runtime.autocast_dtype("auto", cpu) is None
