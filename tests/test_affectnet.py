@@ -14,6 +14,8 @@ from conftest import catalog_of, make_project, raises_in_chain
 from fer_pipeline.datasets import AffectNetRelease, HuggingFaceFaces
 from fer_pipeline.errors import InputDataError, SourceNotFoundError
 from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.pipelines.ingestion.config import IngestionConfig
+from fer_pipeline.pipelines.ingestion.nodes import face_shard
 
 HF_NAMES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 BOX = (37, 21, 100, 100)  # face_x, face_y, face_width, face_height
@@ -83,13 +85,42 @@ def test_official_layout_is_cropped_to_the_face_box(shared_data, tmp_path):
     root = write_affectnet_release(
         tmp_path / "affectnet", faces, {"training.csv": [0, 1, 7], "validation.csv": [6]}
     )
-    table = AffectNetRelease(str(root)).load()
+    release = AffectNetRelease(str(root)).load()
+    table = release.table
     assert table["source_split"].tolist() == ["train", "train", "train", "test"]
     assert table["label_orig"].tolist() == [0, 1, 7, 6]
     assert table["origin"].iloc[1] == "training.csv line 3"
-    crop = decode_image(table["image"].iloc[0])
+    assert set(table["label_quality"]) == {"manual"}
+    crop = next(release.reader.images(table))
     assert crop.shape == (100, 100, 3)
     assert np.abs(crop.astype(int) - decode_image(faces[0])).mean() < 4
+    # ingestion stores a face larger than max_side downscaled, keeping its aspect
+    shard = face_shard((release.reader, table, IngestionConfig(max_side=64, jpeg_quality=90)))
+    assert shard[["height", "width", "channels"]].iloc[0].tolist() == [64, 64, 3]
+    assert decode_image(shard["image"].iloc[0]).shape == (64, 64, 3)
+    assert not {"file", "face_x"} & set(shard.columns)
+
+
+def test_automatically_annotated_rows_are_opt_in_training_rows(shared_data, tmp_path):
+    root = write_affectnet_release(
+        tmp_path / "affectnet", _faces(shared_data, 3), {"training.csv": [1], "validation.csv": [2]}
+    )
+    (root / "training.csv").rename(root / "automatically_annotated.csv")
+    (root / "Manually_Annotated_Images").rename(root / "Automatically_Annotated_Images")
+    write_affectnet_release(
+        root, _faces(shared_data, 2), {"training.csv": [3], "validation.csv": [4]}
+    )
+    assert len(AffectNetRelease(str(root)).load().table) == 2  # manual only by default
+    release = AffectNetRelease(str(root), automatic=True).load()
+    table = release.table
+    assert table["label_quality"].tolist() == ["manual", "manual", "automatic"]
+    assert table["source_split"].tolist() == ["train", "test", "train"]
+    assert table["source_id"].iloc[2] == "automatic/1/0000_face.jpg"
+    assert table["origin"].iloc[2] == "automatically_annotated.csv line 2"
+    assert len(list(release.reader.images(table))) == 3
+    (root / "automatically_annotated.csv").unlink()
+    with raises_in_chain(SourceNotFoundError, "automatically_annotated.csv"):
+        AffectNetRelease(str(root), automatic=True, optional=False).load()
 
 
 def test_official_layout_errors(shared_data, tmp_path):
@@ -97,14 +128,15 @@ def test_official_layout_errors(shared_data, tmp_path):
         tmp_path / "a", _faces(shared_data, 2), {"training.csv": [0, 1], "validation.csv": [2]}
     )
     (root / "Manually_Annotated_Images/2/0001_face.jpg").write_bytes(b"garbage")
+    release = AffectNetRelease(str(root)).load()
     with raises_in_chain(InputDataError, r"training\.csv line 3: image .*0001_face\.jpg"):
-        AffectNetRelease(str(root)).load()
+        list(release.reader.images(release.table))
     (root / "Manually_Annotated_Images/2/0001_face.jpg").unlink()
     with raises_in_chain(InputDataError, r"training\.csv line 3: .*No such file"):
-        AffectNetRelease(str(root)).load()
+        list(release.reader.images(release.table))
     with raises_in_chain(SourceNotFoundError, "training.csv, validation.csv"):
         AffectNetRelease(str(tmp_path / "absent"), optional=False).load()
-    assert AffectNetRelease(str(tmp_path / "absent")).load().empty  # optional by default
+    assert AffectNetRelease(str(tmp_path / "absent")).load().table.empty  # optional by default
 
 
 def test_hugging_face_form_through_the_pipeline(shared_data, small_raw, tmp_path, kedro_run):
@@ -146,7 +178,7 @@ def test_hugging_face_form_through_the_pipeline(shared_data, small_raw, tmp_path
     report = data.load("data_report")
     assert report["sources_used"] == ["ferplus", "rafdb", "affectnet"]
     assert report["duplicates"]["groups_across_sources"] == 1
-    train, val, test = (data.load(s) for s in ("train", "val", "test"))
+    train, val, test = (data.load(s).read() for s in ("train", "val", "test"))
     assert sorted(test.query("source == 'affectnet'")["source_id"]) == [
         "validation/0",
         "validation/1",

@@ -25,12 +25,13 @@ def _faces(votes: list[list[int]] | None = None, labels: list | None = None) -> 
             "source_id": [f"{i}" for i in range(n)],
             "source_split": "train",
             "origin": [f"file.csv line {i + 2}" for i in range(n)],
-            "image": b"",
             "pixel_hash": [f"{i}" for i in range(n)],
             "phash": 0,
             "height": 48,
             "width": 48,
             "channels": 1,
+            "shard": 0,
+            "row": range(n),
         }
     )
     if votes is not None:

@@ -6,9 +6,17 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline.pipelines.merging.nodes import merged_faces
-from fer_pipeline.pipelines.splitting.nodes import split_faces
+from fer_pipeline.pipelines.splitting.nodes import split_faces as split_index
+from fer_pipeline.schema import SPLITS
 
 SPLITTING = {"val_fraction": 0.1, "seed": 7, "examples": 3}
+
+
+def split_faces(faces: pd.DataFrame, splitting: dict):
+    """train, val, test and the summary, from the split index."""
+    index, summary = split_index(faces, splitting)
+    parts = [index[index["split"] == s].reset_index(drop=True) for s in SPLITS]
+    return *parts, summary
 
 
 def _faces(rows: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
@@ -18,7 +26,9 @@ def _faces(rows: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
     )
     n = len(table)
     return table.assign(
-        image=[f"img{i}".encode() for i in range(n)],
+        shard=0,
+        row=np.arange(n),
+        label_quality="manual",
         label_name=table["label"].astype(str),
         soft_label=[np.eye(7, dtype=np.float32)[k] for k in table["label"]],
         pool=table["source"],

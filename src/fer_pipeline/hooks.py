@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import pydantic
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CachedDataset, DatasetError, Version
 from kedro.io.core import generate_timestamp
 
+from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.schema import SPLITS
 from fer_pipeline.tracking import active_run_id, log_split_input
 from fer_pipeline.versions import is_complete, latest_complete, mark_complete, mark_incomplete
@@ -63,9 +65,11 @@ class SplitInputsHook:
     def __init__(self) -> None:
         self._logged: set[tuple[str, str]] = set()
         self._sources: dict[str, str] = {}
+        self._catalog: Any = None
 
     @hook_impl
     def after_catalog_created(self, catalog: Any) -> None:
+        self._catalog = catalog
         for name in SPLITS:
             dataset = catalog.get(name) if name in catalog else None
             self._sources[name] = str(getattr(dataset, "_filepath", name))
@@ -74,6 +78,10 @@ class SplitInputsHook:
         run_id = active_run_id()
         if name not in SPLITS or run_id is None or (run_id, name) in self._logged:
             return
+        if not isinstance(data, pd.DataFrame | Shards):  # a stream, now saved: read it back
+            data = self._catalog.load(name)
+        if isinstance(data, Shards):
+            data = data.read([c for c in data.columns if c != "image"])
         log_split_input(name, data, self._sources.get(name, name))
         self._logged.add((run_id, name))
 

@@ -189,6 +189,14 @@ def resized_rgb(pixels: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(pixels, (size, size), interpolation=interpolation)
 
 
+def resized_to_side(pixels: np.ndarray, side: int) -> np.ndarray:
+    """Pixels downscaled so that their longer side is ``side``, keeping the aspect."""
+    h, w = pixels.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
 def to_gray(pixels: np.ndarray) -> np.ndarray:
     """Grayscale view of grayscale or RGB pixels."""
     return pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)

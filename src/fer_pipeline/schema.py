@@ -20,27 +20,40 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 ROW_COLUMNS: tuple[str, ...] = ("source", "source_id", "source_split", "origin")
 """Where a row comes from: its source, its id there, its official split, file and line."""
 
-RELEASE_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "image", "skip_reason")
-"""Columns every release reader returns, besides its label columns (``label_orig``
-or ``vote_<name>``) and optionally ``pixels`` (already decoded images)."""
+RELEASE_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "skip_reason")
+"""Columns of every release's table, besides its label columns (``label_orig`` or
+``vote_<name>``, and ``label_quality`` where labels are of more than one kind) and the
+columns that locate its images."""
 
 DROPPED_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "reason")
 """Rows set aside, by ingestion (``<source>.skipped``) or harmonisation (``.dropped``)."""
 
-IMAGE_COLUMNS: tuple[str, ...] = ("image", "pixel_hash", "phash", "height", "width", "channels")
-"""The encoded image and what ingestion measured of it."""
+MEASURE_COLUMNS: tuple[str, ...] = ("pixel_hash", "phash", "height", "width", "channels")
+"""What ingestion measured of each stored face."""
+
+IMAGE_COLUMNS: tuple[str, ...] = ("image", *MEASURE_COLUMNS)
+"""The encoded face and its measurements: what ``<source>.faces`` adds to a release's
+rows."""
+
+POSITION_COLUMNS: tuple[str, ...] = ("shard", "row")
+"""Where a face lies in its source's ``<source>.faces`` shards."""
+
+LABEL_COLUMNS: tuple[str, ...] = ("label", "label_name", "soft_label", "label_quality")
+"""A canonical class id, its name, the target distribution, and ``label_quality``
+(``manual``, or ``automatic`` for labels a classifier gave)."""
 
 LABELLED_COLUMNS: tuple[str, ...] = (
     *ROW_COLUMNS,
-    *IMAGE_COLUMNS,
-    "label",
-    "label_name",
-    "soft_label",
+    *MEASURE_COLUMNS,
+    *POSITION_COLUMNS,
+    *LABEL_COLUMNS,
 )
-"""``<source>.labelled``: a canonical class id, its name and the target distribution."""
+"""``<source>.labelled``: the slim table harmonisation, merging and splitting work on
+(no image bytes; ``shard`` and ``row`` say where each face is)."""
 
-SPLIT_COLUMNS: tuple[str, ...] = (*LABELLED_COLUMNS, "pool")
-"""``train``, ``val`` and ``test``: ``pool`` is the source whose training pool a row is in."""
+SPLIT_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, *IMAGE_COLUMNS, *LABEL_COLUMNS, "pool")
+"""``train``, ``val`` and ``test`` shards: ``pool`` is the source whose training pool a
+row is in."""
 
 TRAINING_COLUMNS: tuple[str, ...] = ("image", "label", "soft_label", "source")
 """What training reads of a split (``fit_frames``, ``python -m fer_pipeline.train``)."""

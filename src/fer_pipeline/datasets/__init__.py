@@ -6,6 +6,7 @@ from fer_pipeline.datasets.files import BytesDataset, ModelBundleDataset, ZipDat
 from fer_pipeline.datasets.huggingface import HuggingFaceFaces
 from fer_pipeline.datasets.inputs import ImageFiles, VideoFiles
 from fer_pipeline.datasets.rafdb import RafDbRelease
+from fer_pipeline.datasets.shards import Shards, ShardsDataset
 
 __all__ = [
     "AffectNetRelease",
@@ -15,6 +16,8 @@ __all__ = [
     "ImageFiles",
     "ModelBundleDataset",
     "RafDbRelease",
+    "Shards",
+    "ShardsDataset",
     "VideoFiles",
     "ZipDataset",
 ]

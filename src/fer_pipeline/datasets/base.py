@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
@@ -17,20 +20,34 @@ logger = logging.getLogger(__name__)
 
 
 def empty_release() -> pd.DataFrame:
-    """A release table with no rows."""
+    """A release's table with no rows."""
     return pd.DataFrame({column: pd.Series(dtype=object) for column in RELEASE_COLUMNS})
 
 
-class SourceDataset(AbstractDataset[None, pd.DataFrame]):
-    """A read-only source of face images that loads as a release table.
+@dataclass(frozen=True)
+class Release:
+    """A source's rows without their images, and the reader that fetches the images of
+    any of them, in any process: ``reader.images(table.iloc[a:b])``."""
 
-    The table has one row per image with the columns of ``schema.RELEASE_COLUMNS`` plus
-    the source's label columns. A source that is absent raises ``SourceNotFoundError``
-    naming the files it expected, or, when ``optional``, loads as an empty table with a
-    warning.
+    reader: SourceDataset
+    table: pd.DataFrame
+
+
+class SourceDataset(AbstractDataset[None, Release]):
+    """A read-only source of face images that loads as a ``Release``.
+
+    Its table has one row per image with the columns of ``schema.RELEASE_COLUMNS``, the
+    source's label columns and the columns that locate each image (``locators``), so that
+    images are read in bounded chunks, never all at once. A source that is absent raises
+    ``SourceNotFoundError`` naming the files it expected, or, when ``optional``, loads as
+    an empty release with a warning.
     """
 
     source: str
+    locators: ClassVar[tuple[str, ...]] = ()
+    """Columns of the table that only ``images`` reads."""
+    pixel_format: ClassVar[Literal["jpeg", "png"]] = "jpeg"
+    """How decoded pixels that ``images`` returns are stored."""
 
     def __init__(
         self, path: str, *, optional: bool = False, metadata: dict[str, Any] | None = None
@@ -44,20 +61,26 @@ class SourceDataset(AbstractDataset[None, pd.DataFrame]):
         """The expected files or folders that are absent."""
 
     @abstractmethod
-    def _read(self) -> pd.DataFrame:
-        """Read the present source into a release table."""
+    def _rows(self) -> pd.DataFrame:
+        """The present source's table (checked; no image read)."""
 
-    def load(self) -> pd.DataFrame:
+    @abstractmethod
+    def images(self, rows: pd.DataFrame) -> Iterator[bytes | np.ndarray]:
+        """The images of ``rows`` (rows of the table), one at a time, as encoded bytes
+        to store as they are or as decoded pixels; a file that cannot be read is an
+        ``InputDataError`` naming it."""
+
+    def load(self) -> Release:
         missing = self._missing()
         if not missing:
-            table = self._read()
-            logger.info("%s: read %d images from %s", self.source, len(table), self._path)
-            return table
+            table = self._rows()
+            logger.info("%s: %d images listed in %s", self.source, len(table), self._path)
+            return Release(self, table)
         message = f"{self.source}: not found at {self._path}; expected {', '.join(missing)}"
         if not self._optional:
             raise SourceNotFoundError(message)
         logger.warning("%s (optional source skipped)", message)
-        return empty_release()
+        return Release(self, empty_release())
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{type(self).__name__} is read-only")

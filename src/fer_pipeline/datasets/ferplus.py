@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from pyarrow import csv as pa_csv
 
 from fer_pipeline.datasets.base import SourceDataset
 from fer_pipeline.errors import InputDataError
-from fer_pipeline.images import encode_png, parallel_map
 
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 VOTE_NAMES = (
@@ -32,6 +32,7 @@ VOTE_NAMES = (
 FERPLUS_COLUMNS = ("Usage", "Image name", *VOTE_NAMES)
 USAGE_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 SIDE = 48
+PARSE_ROWS = 2048
 
 
 def _line(row: int) -> int:
@@ -84,20 +85,29 @@ def _read_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if frame[column].isna().any():
             row = int(np.flatnonzero(frame[column].isna())[0])
             raise InputDataError(f"{path}: line {_line(row)}: empty '{column}'")
-    strings = frame["pixels"].tolist()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        values = np.fromstring(" ".join(strings), dtype=np.int16, sep=" ")
+    strings = frame.pop("pixels").tolist()
     n = len(strings)
-    if values.size != n * SIDE * SIDE or values.min(initial=0) < 0 or values.max(initial=0) > 255:
-        for row, text in enumerate(strings):
-            tokens = text.split()
-            if len(tokens) != SIDE * SIDE or not all(t.isdigit() and int(t) < 256 for t in tokens):
-                raise InputDataError(
-                    f"{path}: line {_line(row)}: 'pixels' must hold {SIDE * SIDE} integers "
-                    f"0-255, found {len(tokens)} values"
-                )
-    pixels = values.astype(np.uint8).reshape(n, SIDE, SIDE)
+    pixels = np.empty((n, SIDE, SIDE), dtype=np.uint8)
+    for start in range(0, n, PARSE_ROWS):  # in blocks: the text is 300 MB
+        block = strings[start : start + PARSE_ROWS]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            values = np.fromstring(" ".join(block), dtype=np.int16, sep=" ")
+        if (
+            values.size != len(block) * SIDE * SIDE
+            or values.min(initial=0) < 0
+            or values.max(initial=0) > 255
+        ):
+            for row, text in enumerate(block, start=start):
+                tokens = text.split()
+                if len(tokens) != SIDE * SIDE or not all(
+                    t.isdigit() and int(t) < 256 for t in tokens
+                ):
+                    raise InputDataError(
+                        f"{path}: line {_line(row)}: 'pixels' must hold {SIDE * SIDE} "
+                        f"integers 0-255, found {len(tokens)} values"
+                    )
+        pixels[start : start + len(block)] = values.reshape(-1, SIDE, SIDE)
     return frame["emotion"].to_numpy(), frame["Usage"].to_numpy(dtype=str), pixels
 
 
@@ -131,10 +141,13 @@ class FerPlusRelease(SourceDataset):
 
     Rows without an ``Image name`` (excluded by FER+) and rows whose ``Image name`` is
     not unique (the pixel/vote alignment is ambiguous) are marked in ``skip_reason``.
-    Label columns: ``label_orig`` (the FER2013 emotion) and ``vote_<name>``.
+    Label columns: ``label_orig`` (the FER2013 emotion) and ``vote_<name>``. The
+    pixels (48x48, 80 MB in all) are part of the table and stored as PNG.
     """
 
     source = "ferplus"
+    locators = ("pixels",)
+    pixel_format = "png"
 
     def __init__(
         self,
@@ -162,7 +175,10 @@ class FerPlusRelease(SourceDataset):
             missing.append(self._votes)
         return missing
 
-    def _read(self) -> pd.DataFrame:
+    def images(self, rows: pd.DataFrame) -> Iterator[np.ndarray]:
+        return iter(rows["pixels"])
+
+    def _rows(self) -> pd.DataFrame:
         images_file, votes_file = self._images_file(), self._path / self._votes
         emotion, usage, pixels = _read_fer2013(images_file)
         votes = _read_votes(votes_file)
@@ -199,7 +215,6 @@ class FerPlusRelease(SourceDataset):
                 "source_id": [f"{i:05d}" for i in rows],
                 "source_split": pd.Series(usage).map(USAGE_SPLITS).to_numpy(),
                 "origin": [f"{origin} line {_line(i)}" for i in rows],
-                "image": parallel_map(encode_png, list(pixels), desc="ferplus: encode"),
                 "pixels": list(pixels),
                 "skip_reason": skip,
                 "label_orig": emotion,

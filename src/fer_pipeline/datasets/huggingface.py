@@ -4,6 +4,7 @@ dataset saved with ``save_to_disk``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ class HuggingFaceFaces(SourceDataset):
         vote_columns: instead of a label, vote column -> FER+ vote name (``neutral``...).
         id_column: column of stable ids; default ``<split>/<row>``.
         load_args: passed to ``datasets.load_dataset``.
+
+    The encoded images are part of the table (a limit: such a source must fit in
+    memory once, encoded).
     """
+
+    locators = ("image_data",)
 
     def __init__(
         self,
@@ -101,11 +107,11 @@ class HuggingFaceFaces(SourceDataset):
                 ),
                 "source_split": self._splits[name],
                 "origin": [f"{where} row {i}" for i in range(len(frame))],
-                "image": [
+                "skip_reason": None,
+                "image_data": [
                     self._image_bytes(cell, f"{where} row {i}")
                     for i, cell in enumerate(frame[self._image_column])
                 ],
-                "skip_reason": None,
             }
         )
         if self._vote_columns:
@@ -126,7 +132,10 @@ class HuggingFaceFaces(SourceDataset):
             return Path(cell["path"]).read_bytes()
         raise InputDataError(f"{where}: no image bytes or readable image file")
 
-    def _read(self) -> pd.DataFrame:
+    def images(self, rows: pd.DataFrame) -> Iterator[bytes]:
+        return iter(rows["image_data"])
+
+    def _rows(self) -> pd.DataFrame:
         loaded = self._dataset_dict()
         absent = [name for name in self._splits if name not in loaded]
         if absent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -26,10 +27,12 @@ class RafDbRelease(SourceDataset):
     aligned images as ``Image/aligned/`` or ``Image/aligned.zip``.
 
     The official split comes from the file name prefix (``train_`` / ``test_``).
-    Label column: ``label_orig`` (the release's code, 1-7).
+    Label column: ``label_orig`` (the release's code, 1-7). The images are stored as
+    released.
     """
 
     source = "rafdb"
+    locators = ("member",)
 
     def _missing(self) -> list[str]:
         missing = []
@@ -39,7 +42,15 @@ class RafDbRelease(SourceDataset):
             missing.append(f"{ALIGNED_DIR}/ or {ALIGNED_ZIP}")
         return missing
 
-    def _read(self) -> pd.DataFrame:
+    def _members(self) -> tuple[str, dict[str, str]]:
+        """Where the aligned images are, and each image's name -> its path there."""
+        if (self._path / ALIGNED_DIR).is_dir():
+            return ALIGNED_DIR, {p.name: p.name for p in (self._path / ALIGNED_DIR).iterdir()}
+        with zipfile.ZipFile(self._path / ALIGNED_ZIP) as archive:
+            names = [m for m in archive.namelist() if not m.endswith("/")]
+        return ALIGNED_ZIP, {Path(m).name: m for m in names}
+
+    def _rows(self) -> pd.DataFrame:
         label_file = self._path / LABEL_FILE
         rows = []
         for number, line in enumerate(label_file.read_text().splitlines(), start=1):
@@ -53,25 +64,13 @@ class RafDbRelease(SourceDataset):
                     f"found {line!r}"
                 )
             rows.append((number, fields[0], NAME_SPLITS[prefix], int(fields[1])))
-        if (self._path / ALIGNED_DIR).is_dir():
-            images = self._path / ALIGNED_DIR
-            where = ALIGNED_DIR
-            read = lambda member: (images / member).read_bytes()  # noqa: E731
-            present = {p.name for p in images.iterdir()}
-        else:
-            archive = zipfile.ZipFile(self._path / ALIGNED_ZIP)
-            where = ALIGNED_ZIP
-            members = {Path(m).name: m for m in archive.namelist() if not m.endswith("/")}
-            read = lambda member: archive.read(members[member])  # noqa: E731
-            present = set(members)
-        data = []
+        where, members = self._members()
         for number, name, _, _ in rows:
-            member = _aligned_name(name)
-            if member not in present:
+            if _aligned_name(name) not in members:
                 raise InputDataError(
-                    f"{label_file}: line {number}: its image {member} is missing from {where}"
+                    f"{label_file}: line {number}: its image {_aligned_name(name)} is missing "
+                    f"from {where}"
                 )
-            data.append(read(member))
         return pd.DataFrame(
             {
                 "source": self.source,
@@ -81,8 +80,16 @@ class RafDbRelease(SourceDataset):
                     f"{where}:{_aligned_name(name)} ({LABEL_FILE} line {number})"
                     for number, name, _, _ in rows
                 ],
-                "image": data,
                 "skip_reason": None,
                 "label_orig": [label for _, _, _, label in rows],
+                "member": [members[_aligned_name(name)] for _, name, _, _ in rows],
             }
         )
+
+    def images(self, rows: pd.DataFrame) -> Iterator[bytes]:
+        if (self._path / ALIGNED_DIR).is_dir():
+            folder = self._path / ALIGNED_DIR
+            yield from ((folder / member).read_bytes() for member in rows["member"])
+            return
+        with zipfile.ZipFile(self._path / ALIGNED_ZIP) as archive:
+            yield from (archive.read(member) for member in rows["member"])

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.modelling.evaluate import confusion_figure, predict_proba, reliability_figure
 from fer_pipeline.modelling.metrics import calibration, classification_report
 from fer_pipeline.modelling.models import ModelBundle
@@ -24,7 +25,7 @@ SUMMARY = ("accuracy", "macro_f1", "ece")
 
 
 def evaluate_model(
-    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, evaluation: EvaluationConfig
+    model: ModelBundle, val: Shards, test: Shards, evaluation: EvaluationConfig
 ) -> tuple[dict[str, Any], dict[str, Any], plt.Figure, plt.Figure, pd.DataFrame]:
     """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source and ECE on
     val and test, plain and (when ``tta`` is on) with test-time augmentation; returns
@@ -36,7 +37,8 @@ def evaluate_model(
     report: dict[str, Any] = {"model": model.spec.to_dict()}
     calibrations, matrices = {}, {}
     predictions = None
-    for name, frame in (("val", val), ("test", test)):
+    for name, shards in (("val", val), ("test", test)):
+        frame = shards.read(["image", "label", "source", "source_id"])
         images = images_to_tensor(
             list(frame["image"]), model.spec.image_size, desc=f"decode {name}"
         )
@@ -74,7 +76,7 @@ def promote_model(
     scores: dict[str, Any],
     model: ModelBundle,
     registration: dict[str, Any],
-    test: pd.DataFrame,
+    test: Shards,
 ) -> dict[str, Any]:
     """The evaluation report with the registry's decision: the registered version of
     ``model`` becomes ``champion`` when its plain test accuracy beats the champion's on
@@ -83,7 +85,8 @@ def promote_model(
         logger.warning("The latest registered model is not the evaluated one: no alias set")
         return scores | {"registry": {"alias": None, "reason": "model not registered"}}
     accuracy = scores["test"]["plain"]["accuracy"]
-    return scores | {"registry": promote(registration, accuracy, split_digest(test))}
+    digest = split_digest(test.read(["pixel_hash", "label"]))
+    return scores | {"registry": promote(registration, accuracy, digest)}
 
 
 def _headline_metrics(report: dict[str, Any]) -> dict[str, dict[str, float]]:

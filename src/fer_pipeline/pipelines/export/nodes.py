@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.images import decode_image
 from fer_pipeline.modelling.export import (
     model_inputs,
@@ -53,7 +54,7 @@ def _served_figures(
 
 
 def exported_models(
-    model: ModelBundle, val: pd.DataFrame, test: pd.DataFrame, export: ExportConfig
+    model: ModelBundle, val: Shards, test: Shards, export: ExportConfig
 ) -> tuple[bytes, bytes, bytes, dict[str, Any]]:
     """ONNX fp32, ONNX int8 and TorchScript bytes, and a report.
 
@@ -63,6 +64,7 @@ def exported_models(
     int8 on the whole test set (per source) and the speed of each, here. ``export``: Kedro
     builds and checks it from the parameters before the run (a dict is checked here)."""
     export = ExportConfig.model_validate(export)
+    val, test = val.read(["image"]), test.read(["image", "label", "source"])
     sample = test.sample(min(export.parity_images, len(test)), random_state=export.seed)
     x = model_inputs(model, list(sample["image"]))
     with torch.no_grad():

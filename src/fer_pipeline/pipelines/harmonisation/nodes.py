@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.errors import InputDataError
 from fer_pipeline.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS
 
@@ -48,10 +49,16 @@ def _vote_winners(votes: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarra
     return counted.argmax(axis=1), np.where(ok, None, "no_votes"), counted
 
 
+def face_table(faces: Shards) -> pd.DataFrame:
+    """Every column of the faces but the image, with where each face is (``shard``,
+    ``row``): the slim table the stages up to the split work on."""
+    return faces.read([c for c in faces.columns if c != "image"], positions=True)
+
+
 def labelled_faces(
     faces: pd.DataFrame, skipped: pd.DataFrame, labels: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Faces with a canonical ``label`` (class id), ``label_name`` and ``soft_label``
+    """The faces' table (``face_table``) with a canonical ``label`` (class id), ``label_name`` and ``soft_label``
     (the target as a distribution over the classes), and every dropped row with its
     reason (the rows ingestion skipped included).
 
@@ -63,6 +70,8 @@ def labelled_faces(
     label found in neither map is an error naming its origin.
     """
     label_map, drop_labels = _check_labels(labels)
+    if "label_quality" not in faces:
+        faces = faces.assign(label_quality="manual")
     vote_columns = [c for c in faces.columns if c.startswith(VOTE_PREFIX)]
     n = len(faces)
     soft = None

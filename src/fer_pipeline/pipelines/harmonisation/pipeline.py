@@ -4,15 +4,16 @@ from kedro.pipeline import Pipeline, node
 
 from fer_pipeline.schema import SOURCES
 
-from .nodes import labelled_faces
+from .nodes import face_table, labelled_faces
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     template = Pipeline(
         [
+            node(face_table, inputs="faces", outputs="face_table", name="face_table"),
             node(
                 labelled_faces,
-                inputs=["faces", "skipped", "params:labels"],
+                inputs=["face_table", "skipped", "params:labels"],
                 outputs=["labelled", "dropped"],
                 name="labelled_faces",
             )

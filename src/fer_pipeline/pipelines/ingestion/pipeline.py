@@ -12,13 +12,18 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 faces_from_release,
-                inputs="release",
+                inputs=["release", "params:ingestion"],
                 outputs=["faces", "skipped"],
                 name="faces_from_release",
             )
         ]
     )
     return sum(
-        (Pipeline(template, namespace=source, tags=["ingestion"]) for source in SOURCES),
+        (
+            Pipeline(
+                template, namespace=source, parameters={"params:ingestion"}, tags=["ingestion"]
+            )
+            for source in SOURCES
+        ),
         Pipeline([]),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
@@ -11,7 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_pipeline.schema import CLASSES, SOURCES, SPLIT_COLUMNS, SPLITS  # noqa: E402
+from fer_pipeline.datasets.shards import Shards  # noqa: E402
+from fer_pipeline.schema import (  # noqa: E402
+    CLASSES,
+    POSITION_COLUMNS,
+    SOURCES,
+    SPLIT_COLUMNS,
+    SPLITS,
+)
 
 _SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 
@@ -84,10 +92,10 @@ def _assign_splits(faces: pd.DataFrame, val_fraction: float, seed: int) -> np.nd
 
 def split_faces(
     faces_all: pd.DataFrame, splitting: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Deduplicate ``faces_all`` by decoded pixels across all sources, then split it
-    into train, val and test (each sorted by source and id) with a summary of the
-    duplicates and near-duplicates found."""
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Deduplicate ``faces_all`` by decoded pixels across all sources, then give each row
+    its ``split`` (train, val or test); rows sorted by source and id. Also a summary of
+    the duplicates and near-duplicates found."""
     examples = splitting["examples"]
     faces, duplicates = _exact_duplicates(faces_all, examples)
     faces = faces.sort_values(["source", "source_id"]).reset_index(drop=True)
@@ -98,9 +106,30 @@ def split_faces(
         "duplicates": duplicates,
         "near_duplicates": _near_duplicates(faces, split, examples),
     }
-    columns = list(SPLIT_COLUMNS)
-    parts = [faces.loc[split == name, columns].reset_index(drop=True) for name in SPLITS]
-    return *parts, summary
+    return faces.assign(split=split), summary
+
+
+def _split_parts(name: str, split_index: pd.DataFrame, faces: dict[str, Shards]):
+    """The rows of split ``name``, source by source in id order, a shard at a time,
+    with their images read from the sources' shards."""
+    rows = split_index[split_index["split"] == name]
+    for source, group in rows.groupby("source", sort=True):
+        group = group.sort_values(list(POSITION_COLUMNS))
+        start = 0
+        for images in faces[source].take(group, columns=["image"]):
+            part = group.iloc[start : start + len(images)]
+            start += len(images)
+            yield part.assign(image=images["image"].to_numpy())[list(SPLIT_COLUMNS)]
+    if rows.empty:
+        yield rows.assign(image=pd.Series(dtype=object))[list(SPLIT_COLUMNS)]
+
+
+def split_shards(split_index: pd.DataFrame, *faces: Shards) -> tuple[Iterator[pd.DataFrame], ...]:
+    """``train``, ``val`` and ``test`` as streams of shards: the rows of each split with
+    their images, read from ``faces`` (each source's shards, in ``SOURCES`` order) a
+    shard at a time as the datasets write them."""
+    by_source = dict(zip(SOURCES, faces, strict=True))
+    return tuple(_split_parts(name, split_index, by_source) for name in SPLITS)
 
 
 def _counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -109,16 +138,15 @@ def _counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def data_report(
-    train: pd.DataFrame,
-    val: pd.DataFrame,
-    test: pd.DataFrame,
+    split_index: pd.DataFrame,
     merge_summary: dict[str, Any],
     split_summary: dict[str, Any],
     *dropped: pd.DataFrame,
 ) -> tuple[dict[str, Any], plt.Figure]:
     """Counts per split x source x class, drops by source and reason, the merge and
     split summaries, and a bar chart of the counts."""
-    splits = dict(zip(SPLITS, (train, val, test)))
+    splits = {name: split_index[split_index["split"] == name] for name in SPLITS}
+    train = splits["train"]
     drops = pd.concat(dropped, ignore_index=True)
     report = {
         "classes": list(CLASSES),

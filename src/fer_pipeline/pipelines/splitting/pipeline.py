@@ -4,7 +4,7 @@ from kedro.pipeline import Pipeline, node
 
 from fer_pipeline.schema import SOURCES
 
-from .nodes import data_report, split_faces
+from .nodes import data_report, split_faces, split_shards
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -13,15 +13,19 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 split_faces,
                 inputs=["faces_all", "params:splitting"],
-                outputs=["train", "val", "test", "split_summary"],
+                outputs=["split_index", "split_summary"],
                 name="split_faces",
+            ),
+            node(
+                split_shards,
+                inputs=["split_index", *(f"{s}.faces" for s in SOURCES)],
+                outputs=["train", "val", "test"],
+                name="split_shards",
             ),
             node(
                 data_report,
                 inputs=[
-                    "train",
-                    "val",
-                    "test",
+                    "split_index",
                     "merge_summary",
                     "split_summary",
                     *(f"{s}.dropped" for s in SOURCES),

@@ -13,19 +13,21 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
+from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import launch_fit
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
 from fer_pipeline.modelling.train import fit_frames
+from fer_pipeline.schema import TRAINING_COLUMNS
 from fer_pipeline.tracking import EpochMetricsLogger, active_run_id, register
 
 logger = logging.getLogger(__name__)
 
 
 def train_model(
-    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig
+    train: Shards, val: Shards, config: TrainConfig
 ) -> tuple[ModelBundle, pd.DataFrame, str]:
     """Train the configured model on ``train``, validating on ``val`` every epoch;
     returns the best model, the per-epoch history and the checkpoint's path.
@@ -36,6 +38,8 @@ def train_model(
     ``nnodes`` above 1, torchrun's launcher runs the training in that many ranks (DDP);
     the rest of the run stays in this process.
     """
+    train = train.read([*TRAINING_COLUMNS, "pixel_hash"])
+    val = val.read(list(TRAINING_COLUMNS))
     key = hashlib.sha256(
         (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
     ).hexdigest()[:16]
