@@ -197,7 +197,7 @@ def test_hugging_face_errors(tmp_path):
         HuggingFaceFaces(
             str(hf), source="a", splits={"train": "train"}, label_column="expression"
         ).load()
-    table = HuggingFaceFaces(str(hf), source="a", splits={"train": "train"}).load()
+    table = HuggingFaceFaces(str(hf), source="a", splits={"train": "train"}).load().table
     assert table["label_orig"].tolist() == ["fear"] and table["source_split"].tolist() == ["train"]
     with raises_in_chain(SourceNotFoundError, "Hugging Face dataset"):
         HuggingFaceFaces(str(tmp_path / "no/such/dir"), source="a", splits={}).load()

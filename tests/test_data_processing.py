@@ -78,14 +78,15 @@ def test_ferplus_majority_counts_match_an_independent_recount(full_run, shared_d
 
 def test_rafdb_label_7_is_neutral_and_the_official_split_is_kept(full_run):
     _, catalog = full_run
-    faces, labelled = catalog.load("rafdb.faces"), catalog.load("rafdb.labelled")
+    faces = catalog.load("rafdb.faces").read(["source_id", "label_orig"])
+    labelled = catalog.load("rafdb.labelled")
     merged = labelled.merge(faces[["source_id", "label_orig"]], on="source_id")
     assert set(merged.loc[merged["label_orig"] == 7, "label_name"]) == {"neutral"}
     assert (merged["label_orig"] == 7).sum() == 2524 + 680
     for split, official in RAFDB_OFFICIAL.items():
         counts = labelled[labelled["source_split"] == split]["label_name"].value_counts()
         assert counts.to_dict() == official
-    test = catalog.load("test")
+    test = catalog.load("test").read()
     rafdb_test = test[test["source"] == "rafdb"]
     assert len(rafdb_test) == 3068
     assert rafdb_test["label_name"].value_counts().to_dict() == RAFDB_OFFICIAL["test"]
@@ -93,7 +94,7 @@ def test_rafdb_label_7_is_neutral_and_the_official_split_is_kept(full_run):
 
 def test_no_image_is_in_two_splits_and_official_tests_are_held_out(full_run):
     _, catalog = full_run
-    parts = {name: catalog.load(name) for name in SPLITS}
+    parts = {name: catalog.load(name).read() for name in SPLITS}
     hashes = {name: set(frame["pixel_hash"]) for name, frame in parts.items()}
     assert not hashes["train"] & hashes["val"]
     assert not hashes["train"] & hashes["test"]
@@ -115,7 +116,7 @@ def test_no_image_is_in_two_splits_and_official_tests_are_held_out(full_run):
 
 def test_model_input_columns_and_types(full_run):
     _, catalog = full_run
-    train = catalog.load("train")
+    train = catalog.load("train").read()
     for column in ("image", "label", "label_name", "source", "source_id", "source_split"):
         assert column in train.columns
     assert train["label"].between(0, 6).all()
@@ -149,7 +150,12 @@ def test_data_report(full_run):
 
 
 def _latest_versions(project: Path, name: str) -> list[Path]:
-    return sorted((project / "data/05_model_input" / f"{name}.parquet").glob("*/*.parquet"))
+    """The shard folders of each saved version of split ``name``, oldest first."""
+    return sorted((project / "data/05_model_input" / name).glob(f"*/{name}"))
+
+
+def _digest(folder: Path) -> list[str]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())]
 
 
 def test_the_same_seed_gives_byte_identical_splits(full_run, kedro_run):
@@ -158,5 +164,4 @@ def test_the_same_seed_gives_byte_identical_splits(full_run, kedro_run):
     for name in SPLITS:
         first, second = _latest_versions(project, name)[-2:]
         assert first.parent.name != second.parent.name
-        digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second)]
-        assert digest[0] == digest[1], name
+        assert _digest(first) == _digest(second), name

@@ -33,10 +33,11 @@ from kedro.io.core import generate_timestamp
 from serving_fixtures import photo, raf_faces, small_model, video
 
 from fer_pipeline.datasets import BytesDataset
+from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.schema import SPLITS
 from fer_pipeline.versions import INCOMPLETE, is_complete, latest_complete
 
-SPLIT_FILES = {s: Path(f"data/05_model_input/{s}.parquet") for s in SPLITS}
+SPLIT_FILES = {s: Path(f"data/05_model_input/{s}") for s in SPLITS}
 
 
 def run(project: Path, pipeline: str, **kwargs) -> None:
@@ -62,8 +63,10 @@ def versions(project: Path, filepath: Path) -> list[Path]:
 
 
 def split_sizes(project: Path) -> dict[str, int]:
-    """Rows of the newest complete version of each split."""
-    return {s: len(pd.read_parquet(latest_complete(project / f))) for s, f in SPLIT_FILES.items()}
+    """Rows of the newest complete version of each split, and of rafdb's faces."""
+    sizes = {s: len(Shards(latest_complete(project / f))) for s, f in SPLIT_FILES.items()}
+    faces = latest_complete(project / "data/02_intermediate/rafdb/faces")
+    return sizes | {"rafdb_faces": len(Shards(faces))}
 
 
 def newest_report(project: Path) -> dict:
@@ -87,51 +90,43 @@ def project(processed: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(processed, tmp_path / "project"))
 
 
-KILLED_IN_VAL_SAVE = """
-    # `kedro run ARGS`, except that saving `val` writes the first half of its parquet
-    # bytes, then touches $READY and waits to be killed.
-    import io
+KILLED_IN_FACES_SAVE = """
+    # `kedro run ARGS`, except that once rafdb's second shard of faces is written it
+    # touches $READY and waits to be killed.
     import os
     import sys
     import time
     from pathlib import Path
 
+    import pyarrow.parquet as pq
     from kedro.framework.cli import main
-    from kedro.io.core import get_filepath_str
-    from kedro_datasets.pandas import ParquetDataset
 
-    original = ParquetDataset.save
+    original = pq.write_table
 
-    def save(self, data):
-        if Path(str(self._filepath)).name != "val.parquet":
-            return original(self, data)
-        path = Path(get_filepath_str(self._get_save_path(), self._protocol))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        content = io.BytesIO()
-        data.to_parquet(content)
-        with open(path, "wb") as file:
-            file.write(content.getvalue()[: len(content.getvalue()) // 2])
-            file.flush()
+    def write_table(table, where, **kwargs):
+        original(table, where, **kwargs)
+        if "rafdb/faces" in str(where) and str(where).endswith("part-00001.parquet"):
             Path(os.environ["READY"]).touch()
             time.sleep(3600)
 
-    ParquetDataset.save = save
-    sys.argv = ["kedro", *sys.argv[1:]]
-    main()
+    pq.write_table = write_table
+    if __name__ == "__main__":  # not in the ingestion's worker processes
+        sys.argv = ["kedro", *sys.argv[1:]]
+        main()
 """
 
 
-def test_kill_9_while_saving_the_splits_leaves_the_last_good_splits(project, tmp_path):
-    """``kill -9`` of ``kedro run`` half-way through writing ``val``: the new ``train``
-    and the half-written ``val`` stay marked, the next stage reads the earlier splits
-    (all three from one run), and rerunning finishes the job."""
-    (before,) = {versions(project, f)[-1].name for f in SPLIT_FILES.values()}
+def test_kill_9_during_ingestion_leaves_nothing_half_written_to_read(project, tmp_path):
+    """``kill -9`` of ``kedro run`` half-way through writing rafdb's face shards: the
+    killed version stays marked and holds no shard folder, the next stage reads the
+    earlier faces, and rerunning finishes the job."""
+    faces = Path("data/02_intermediate/rafdb/faces")
+    (before,) = [v.name for v in versions(project, faces)]
     sizes_before = split_sizes(project)
     script, ready, log = tmp_path / "killed.py", tmp_path / "ready", tmp_path / "killed.log"
-    script.write_text(textwrap.dedent(KILLED_IN_VAL_SAVE))
-    # val_fraction 0.5: the killed run's train differs from the earlier one
+    script.write_text(textwrap.dedent(KILLED_IN_FACES_SAVE))
     command = [sys.executable, str(script), "run", "--pipelines", "data_processing"]
-    command += ["--params", "splitting.val_fraction=0.5"]
+    command += ["--params", "ingestion.shard_rows=40"]
     with open(log, "wb") as output:
         process = subprocess.Popen(
             command, cwd=project, env={**os.environ, "READY": str(ready)}, stdout=output,
@@ -141,53 +136,48 @@ def test_kill_9_while_saving_the_splits_leaves_the_last_good_splits(project, tmp
             deadline = time.monotonic() + 1200  # only against a hang: Kedro starts slowly
             while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert ready.exists(), f"the run never reached val's save:\n{log.read_text()}"
+            assert ready.exists(), f"the run never reached rafdb's faces:\n{log.read_text()}"
             process.send_signal(signal.SIGKILL)
         finally:
             process.kill()
             process.wait()
     assert process.returncode == -signal.SIGKILL
 
-    killed = versions(project, SPLIT_FILES["train"])[-1]
-    assert killed.name != before and (killed / "train.parquet").is_file()
-    half = versions(project, SPLIT_FILES["val"])[-1] / "val.parquet"
-    assert half.parent.name == killed.name and half.is_file()
-    assert len(versions(project, SPLIT_FILES["test"])) == 1  # never started
+    killed = versions(project, faces)[-1]
+    assert killed.name != before and not is_complete(killed)
+    assert not (killed / "faces").exists()  # its two shards lie in a temporary folder only
+    assert latest_complete(project / faces).parent.name == before
 
-    # The next stage reads train, val and test: the earlier run's, all three.
-    run(project, "splitting", node_names=["data_report"])
-    assert newest_report(project)["sizes"] == sizes_before
-    assert not is_complete(killed) and not is_complete(half.parent)
-    for filepath in SPLIT_FILES.values():
-        assert latest_complete(project / filepath).parent.name == before
+    # The next stage reads the earlier faces.
+    run(project, "harmonisation")
+    labelled = latest_complete(project / "data/03_primary/rafdb/labelled.parquet")
+    assert len(pd.read_parquet(labelled)) == sizes_before["rafdb_faces"]
 
-    # Rerunning finishes the job: one new, complete version of the three splits.
-    run(project, "data_processing", params={"splitting": {"val_fraction": 0.5}})
-    (after,) = {latest_complete(project / f).parent.name for f in SPLIT_FILES.values()}
-    assert after > killed.name
-    sizes = newest_report(project)["sizes"]
-    assert sizes["val"] > sizes_before["val"] and sum(sizes.values()) == sum(sizes_before.values())
-    assert sizes == split_sizes(project)
-    assert not list((project / "data").rglob(f"{after}/{INCOMPLETE}"))
+    # Rerunning finishes the job: a complete version in shards of 40 faces.
+    run(project, "data_processing", params={"ingestion": {"shard_rows": 40}})
+    after = latest_complete(project / faces)
+    assert after.parent.name > killed.name
+    assert len(Shards(after)) == sizes_before["rafdb_faces"] and len(Shards(after).files) == 2
+    assert split_sizes(project) == sizes_before
+    assert not list((project / "data").rglob(f"{after.parent.name}/{INCOMPLETE}"))
 
 
 def test_a_failed_second_save_hides_the_first_output(project):
-    """``split_faces`` saves ``train``, then ``val`` fails: ``train``'s new version stays
+    """``split_shards`` saves ``train``, then ``val`` fails: ``train``'s new version stays
     marked, so loaders keep the earlier one, and with no earlier one a run stops."""
     (before,) = {versions(project, f)[-1].name for f in SPLIT_FILES.values()}
     catalog = {
         "val": {
             "type": "pandas.ParquetDataset",
-            "filepath": "data/05_model_input/val.parquet",
-            "versioned": True,
-            "save_args": {"engine": "no-such-engine"},  # pandas refuses it when saving
+            "filepath": "data/05_model_input/val",
+            "versioned": True,  # a dataset that cannot save a stream of shards
         }
     }
     (project / "conf/local/catalog.yml").write_text(yaml.safe_dump(catalog))
-    with pytest.raises(Exception, match="engine"):
+    with pytest.raises(Exception, match="to_parquet"):
         run(project, "splitting")
     failed = versions(project, SPLIT_FILES["train"])[-1]
-    assert failed.name != before and (failed / "train.parquet").is_file()  # saved whole
+    assert failed.name != before and (failed / "train").is_dir()  # saved whole
     assert not is_complete(failed)
     assert latest_complete(project / SPLIT_FILES["train"]).parent.name == before
     assert [v.name for v in versions(project, SPLIT_FILES["test"])] == [before]
@@ -196,7 +186,7 @@ def test_a_failed_second_save_hides_the_first_output(project):
     shutil.rmtree(project / SPLIT_FILES["train"] / before)
     (project / "conf/local/catalog.yml").unlink()
     with raises_in_chain(DatasetError, "train: no complete version"):
-        run(project, "splitting", node_names=["data_report"])
+        run(project, "training")
 
 
 @pytest.fixture(scope="module")
