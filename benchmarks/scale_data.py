@@ -254,21 +254,19 @@ def plant(manual: np.ndarray, args: argparse.Namespace, faces: Faces, rng) -> No
     copies = args.exact_duplicates + within + across
     if copies == 0:
         return
-    order = list(rng.permutation(len(manual)))
     first = []
     for part in (VALIDATION, TRAINING):
         rows = np.flatnonzero(manual["part"] == part)
         if rows.size and len(first) < copies:
             first.append(int(rng.choice(rows)))
-    chosen = first + [i for i in order if i not in first][: copies - len(first)]
-    chosen = [chosen[i] for i in rng.permutation(len(chosen))]
+    order = rng.permutation(len(manual))
+    rest = order[~np.isin(order, first)]
+    chosen = rng.permutation(np.concatenate([first, rest[: copies - len(first)]]).astype(int))
     kinds = [EXACT] * args.exact_duplicates + [NEAR_WITHIN] * within + [NEAR_ACROSS] * across
-    taken = set(chosen)
-    originals = {c: [] for c in range(CODES)}
-    for i in order:
-        if i not in taken:
-            originals[int(manual["code"][i])].append(int(i))
-    for row, kind in zip(chosen, kinds):
+    ordinary = rest[copies - len(first) :]  # in random order
+    codes = manual["code"][ordinary]
+    originals = {c: ordinary[codes == c][:copies].tolist() for c in range(CODES)}
+    for row, kind in zip(chosen.tolist(), kinds):
         manual["kind"][row] = kind
         code = int(manual["code"][row])
         if kind == NEAR_ACROSS:
@@ -601,7 +599,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared", type=Path, default=SHARED_DATA, help="the real data")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    parser.add_argument(
+        "--force", action="store_true", help="write into a non-empty --out (what is there stays)"
+    )
     args = parser.parse_args(argv)
     if args.faces < 2 or args.auto < 0 or args.workers < 1:
         parser.error("--faces must be at least 2, --auto at least 0, --workers at least 1")
@@ -674,6 +674,7 @@ def main(argv: list[str] | None = None) -> None:
                     initargs=(faces, args.seed, args.out),
                 )
             )
+            stack.callback(pool.shutdown, cancel_futures=True)  # on an error, drop the rest
             results = pool.map(make_chunk, chunks)
         bar = stack.enter_context(tqdm(total=len(specs), unit="photo", smoothing=0.05))
         for rows, size in results:
