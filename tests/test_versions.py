@@ -33,8 +33,8 @@ from kedro.io.core import generate_timestamp
 from serving_fixtures import photo, raf_faces, small_model, video
 
 from fer_pipeline.datasets import BytesDataset
-from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.schema import SPLITS
+from fer_pipeline.shards import Shards
 from fer_pipeline.versions import INCOMPLETE, is_complete, latest_complete
 
 SPLIT_FILES = {s: Path(f"data/05_model_input/{s}") for s in SPLITS}

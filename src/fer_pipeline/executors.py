@@ -29,8 +29,10 @@ def open_executor(
     or, without one, a ``LocalCluster`` of ``workers`` single-threaded processes."""
     workers = workers or os.cpu_count() or 1
     if kind == "processes":
-        # forkserver: a fork of a process running threads (MLflow's metrics) can deadlock
+        # forkserver: a fork of a process running threads (MLflow's metrics) can deadlock;
+        # the server imports the project once, and every worker is a fork of it.
         context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["fer_pipeline.pipelines.ingestion.nodes"])
         with ProcessPoolExecutor(workers, mp_context=context) as executor:
             yield executor
         return

@@ -241,12 +241,13 @@ def phashes(thumbnails: np.ndarray) -> np.ndarray:
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, desc: str) -> list[R]:
     """``[fn(x) for x in items]`` in chunks on a thread pool (OpenCV releases the GIL),
-    with a progress bar; exceptions propagate unchanged."""
+    with a progress bar named ``desc`` (none when empty); exceptions propagate
+    unchanged."""
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     out: list[R] = []
     with (
         ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool,
-        tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0) as bar,
+        tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0, disable=not desc) as bar,
     ):
         for done in pool.map(lambda chunk: [fn(x) for x in chunk], chunks):
             out.extend(done)

@@ -2,35 +2,40 @@
 
 ``hamming_pairs`` finds every pair within Hamming distance ``k`` by multi-index hashing
 (Norouzi, Punjani and Fleet, "Fast search in Hamming space with multi-index hashing",
-CVPR 2012), without ever comparing all pairs: identical hashes are collapsed first; the
-64 bits are cut into ``m`` substrings of 12-22 bits; by pigeonhole, two codes within
-``k`` agree within ``r = k // m`` bits on one of the first ``k % m + 1`` substrings or
-within ``r - 1`` bits on one of the others. For each substring, codes are sorted by its
-key, and each key ``x`` is looked up as ``x ^ mask`` for every mask of at most that
-radius in a table over all keys; the codes of the two buckets are candidates, each
-verified on all 64 bits and kept only by the first substring that can find it, so no
-pair comes twice. ``m`` (3-5) is chosen per call by a cost model: look-ups grow with
-the substring's width, candidates with the bucket sizes. Work runs in vectorised steps
-of bounded size: at 1.5 million hashes the search needs a few hundred MB beyond its
-input and output.
+CVPR 2012), never comparing all pairs. Equal hashes are collapsed first. The 64 bits are
+dealt into ``m`` substrings of 12-22 bits (substring ``s`` holds bits ``s, s + m, ...``,
+so each gets low and high DCT frequencies alike). By pigeonhole, two codes within ``k``
+differ in at most ``r = k // m`` bits on one of the first ``k % m + 1`` substrings, or
+in at most ``r - 1`` on one of the others. Per substring, the codes are sorted by their
+key and every key ``x`` is looked up as ``x ^ mask`` for each mask of at most that
+radius in tables over all ``2 ** width`` keys; each candidate is verified on all 64 bits
+and kept only by the first substring that can find it, so no pair comes twice. ``m``
+(3-5) comes from a cost model of look-ups and candidates for ``n`` random codes: 3 at a
+million codes. The look-ups run on a thread pool (numpy releases the GIL in them), in
+steps of at most ``_LOOKUPS`` codes; memory stays within a few hundred MB beyond the
+input and output at 1.5 million hashes.
 
 ``components`` labels the connected components of those pairs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from itertools import combinations
 from math import comb
 
 import numpy as np
 
-_LOOKUPS = 1 << 22
-"""Table look-ups per vectorised step."""
+_LOOKUPS = 1 << 17
+"""Codes looked up per vectorised step (per mask)."""
 _CANDIDATES = 1 << 21
-"""Candidate pairs generated and verified per vectorised step."""
-_CANDIDATE_COST = 5.0
+"""Candidate pairs expanded and verified per vectorised step."""
+_CANDIDATE_COST = 3.0
 """A candidate's cost in table look-ups (measured), for choosing ``m``."""
+_WORKERS = min(8, os.cpu_count() or 1)
+"""Threads for the look-ups."""
 
 
 def hamming_pairs(hashes: np.ndarray, k: int) -> np.ndarray:
@@ -39,8 +44,8 @@ def hamming_pairs(hashes: np.ndarray, k: int) -> np.ndarray:
 
     ``hashes`` is a 1-D array of 64-bit integers (int64 as ``phashes`` gives, or uint64).
     Time grows with the number of bit-flip masks, steeply in ``k``: meant for ``k`` up to
-    about 12 at a million hashes. The output holds all pairs of a group of equal hashes:
-    ``g * (g - 1) / 2`` rows for a group of ``g``.
+    about 10 at a million hashes. A group of ``g`` equal hashes gives all its
+    ``g * (g - 1) / 2`` pairs.
     """
     h = np.asarray(hashes)
     if h.ndim != 1 or h.dtype.kind not in "iu" or h.dtype.itemsize != 8:
@@ -48,18 +53,16 @@ def hamming_pairs(hashes: np.ndarray, k: int) -> np.ndarray:
     if k < 0:
         raise ValueError(f"k must be >= 0, not {k}")
     n = len(h)
-    uniques, inverse, sizes = np.unique(h.view(np.uint64), return_inverse=True,
-                                        return_counts=True)
+    uniques, inverse, sizes = np.unique(h.view(np.uint64), return_inverse=True, return_counts=True)
     a, b = _unique_pairs(uniques, k)
     members = np.argsort(inverse, kind="stable")  # grouped by unique, ascending within
     starts = np.cumsum(sizes) - sizes
+    across = _spans(starts[a], sizes[a]), *np.repeat([starts[b], sizes[b]], sizes[a], axis=1)
     keys = []
-    for p, q in _block_pairs(starts[a], sizes[a], starts[b], sizes[b]):
-        i, j = members[p], members[q]
-        keys.append(np.minimum(i, j) * n + np.maximum(i, j))
-    equal = sizes >= 2
-    for p, q in _block_pairs(starts[equal], sizes[equal]):
-        keys.append(members[p] * n + members[q])
+    for rows in (across, _within(starts, sizes)):
+        for p, q in _rows(*rows):
+            i, j = members.take(p), members.take(q)
+            keys.append(np.minimum(i, j) * n + np.maximum(i, j))
     key = np.sort(np.concatenate(keys)) if keys else np.empty(0, np.int64)
     return np.stack(np.divmod(key, n), axis=1).astype(np.int64, copy=False)
 
@@ -77,27 +80,22 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
         apart = pi != pj
         if not apart.any():
             return parent
-        pi, pj = pi[apart], pj[apart]
+        i, j, pi, pj = i[apart], j[apart], pi[apart], pj[apart]
         np.minimum.at(parent, np.maximum(pi, pj), np.minimum(pi, pj))
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
+        while not np.array_equal(grand := parent[parent], parent):
             parent = grand
-        i, j = i[apart], j[apart]
 
 
 def _choose_m(n: int, k: int) -> int:
-    """The number of substrings (3-5) with the least estimated cost for ``n`` random codes:
-    look-ups (masks times distinct keys, halved) plus weighted candidates (masks times
-    the expected pairs per key pair)."""
+    """The number of substrings (3-5) of least estimated cost for ``n`` random codes:
+    look-ups (masks times half the codes) plus candidates (masks times the pairs
+    expected to share a key), weighted."""
 
     def cost(m: int) -> float:
         total = 0.0
         for width, radius in zip(*_substrings(m, k)):
             masks = sum(comb(width, d) for d in range(radius + 1))
-            total += (masks - 1) * min(n, 2**width) / 2
-            total += _CANDIDATE_COST * masks * n * n / 2 ** (width + 1)
+            total += (masks - 1) * n / 2 + _CANDIDATE_COST * masks * n * n / 2 ** (width + 1)
         return total
 
     return min((3, 4, 5), key=cost)
@@ -105,97 +103,130 @@ def _choose_m(n: int, k: int) -> int:
 
 def _substrings(m: int, k: int) -> tuple[list[int], list[int]]:
     """The widths of ``m`` substrings (wider first) and their search radii (-1: none)."""
-    widths = [64 // m + (s < 64 % m) for s in range(m)]
+    widths = [len(range(s, 64, m)) for s in range(m)]
     radii = [k // m - (s > k % m) for s in range(m)]
     return widths, radii
 
 
 def _unique_pairs(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The index pairs of distinct sorted ``codes`` within distance ``k``, each once."""
-    n = len(codes)
-    found_a, found_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    if n < 2 or k == 0:
+    """The index pairs of distinct ``codes`` within distance ``k``, each once."""
+    found_a, found_b = [np.empty(0, np.intp)], [np.empty(0, np.intp)]
+    if len(codes) < 2 or k == 0:
         return found_a[0], found_b[0]
-    widths, radii = _substrings(_choose_m(n, k), k)
-    shifts = np.cumsum([0, *widths[:-1]])
-    fields = [np.uint64(((1 << w) - 1) << int(s)) for w, s in zip(widths, shifts)]
-    for s, (width, shift, radius) in enumerate(zip(widths, shifts, radii)):
-        if radius < 0:
-            continue
-        earlier = [(f, r) for f, r in zip(fields[:s], radii[:s]) if r >= 0]
-        key = ((codes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.intp)
-        order = np.argsort(key, kind="stable")
-        key, vals = key[order], codes[order]
-        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        size = np.diff(np.r_[first, n])
-        distinct = key[first]
-
-        def verify(p: np.ndarray, q: np.ndarray) -> None:
-            x = vals[p] ^ vals[q]
-            keep = np.bitwise_count(x) <= k
-            for field, r in earlier:  # found there already
-                keep &= np.bitwise_count(x & field) > r
-            found_a.append(order[p[keep]])
-            found_b.append(order[q[keep]])
-
-        shared = size >= 2
-        for p, q in _block_pairs(first[shared], size[shared]):
-            verify(p, q)
-        if radius == 0:
-            continue
-        slot = np.full(1 << width, -1, dtype=np.intp)
-        slot[distinct] = np.arange(len(distinct))
-        for top, masks in _masks(width, radius):
-            # x ^ mask > x when x lacks the mask's top bit: each key pair is seen once
-            xi = np.flatnonzero(((distinct >> top) & 1) == 0)
-            if not len(xi):
+    m = _choose_m(len(codes), k)
+    widths, radii = _substrings(m, k)
+    fields = [np.uint64(sum(1 << bit for bit in range(s, 64, m))) for s in range(m)]
+    one = np.uint64(1)
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        for s, (width, radius) in enumerate(zip(widths, radii)):
+            if radius < 0:
                 continue
-            xs = distinct[xi]
-            step = max(1, _LOOKUPS // len(xs))
-            for m0 in range(0, len(masks), step):
-                hits = slot[(xs ^ masks[m0 : m0 + step, None]).ravel()]
-                at = np.flatnonzero(hits >= 0)
-                xa, ya = xi[at % len(xs)], hits[at]
-                for p, q in _block_pairs(first[xa], size[xa], first[ya], size[ya]):
-                    verify(p, q)
+            earlier = [(f, r) for f, r in zip(fields[:s], radii[:s]) if r >= 0]
+            key = np.zeros(len(codes), dtype=np.uint64)
+            for i, bit in enumerate(range(s, 64, m)):
+                key |= ((codes >> np.uint64(bit)) & one) << np.uint64(i)
+            order = np.argsort(key, kind="stable")
+            key, vals = key[order].astype(np.intp), codes[order]
+            for p, q in _substring_pairs(key, vals, width, radius, k, pool):
+                x = vals.take(p) ^ vals.take(q)
+                new = np.ones(len(x), dtype=bool)
+                for field, r in earlier:  # a pair is kept by the first substring finding it
+                    new &= np.bitwise_count(x & field) > r
+                found_a.append(order.take(p[new]))
+                found_b.append(order.take(q[new]))
     return np.concatenate(found_a), np.concatenate(found_b)
+
+
+def _substring_pairs(
+    key: np.ndarray, vals: np.ndarray, width: int, radius: int, k: int, pool: Executor
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Position pairs ``p < q`` of codes ``vals`` (sorted by their ``width``-bit substring
+    ``key``) within distance ``k`` whose keys differ in at most ``radius`` bits, each
+    once. The look-ups run on ``pool``, one task per mask's top bit."""
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    size = np.diff(np.r_[first, len(key)])
+    yield from _close(vals, k, _within(first, size))
+    if radius == 0:
+        return
+    # per key: present, with several codes, its first code and its positions
+    present, several = np.zeros((2, 1 << width), dtype=bool)
+    present[key[first]], several[key[first]] = True, size > 1
+    code = np.empty(1 << width, dtype=np.uint64)
+    code[key[first]] = vals[first]
+    begin, end = np.empty((2, 1 << width), dtype=np.int32)
+    begin[key[first]], end[key[first]] = first, first + size
+
+    def search(top: int, masks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        found = []
+        # key ^ mask > key where key lacks the mask's top bit: each key pair comes once
+        lacking = np.flatnonzero(((key >> top) & 1) == 0)
+        for c in range(0, len(lacking), _LOOKUPS):
+            xp = lacking[c : c + _LOOKUPS]
+            xk, xv = key.take(xp), vals.take(xp)
+            for mask in masks:
+                y = xk ^ mask
+                at = np.flatnonzero(present.take(y))
+                y = y.take(at)
+                ok = np.flatnonzero(np.bitwise_count(xv.take(at) ^ code.take(y)) <= k)
+                found.append((xp.take(at.take(ok)), begin.take(y.take(ok)).astype(np.intp)))
+                more = np.flatnonzero(several.take(y))  # keys with other codes: the second
+                if len(more):
+                    y, at = y.take(more), at.take(more)
+                    second = begin.take(y).astype(np.intp) + 1
+                    ok = np.flatnonzero(np.bitwise_count(xv.take(at) ^ vals.take(second)) <= k)
+                    found.append((xp.take(at.take(ok)), second.take(ok)))
+                    rest = end.take(y) - second - 1  # and the third onwards
+                    more = np.flatnonzero(rest)
+                    rows = xp.take(at.take(more)), second.take(more) + 1, rest.take(more)
+                    found.extend(_close(vals, k, rows))
+        return found
+
+    for found in pool.map(lambda task: search(*task), _masks(width, radius)):
+        yield from found
 
 
 def _masks(width: int, radius: int) -> Iterator[tuple[int, np.ndarray]]:
     """The non-zero masks of ``width`` bits with at most ``radius`` set, by top bit."""
     for top in range(width):
         lower = [
-            sum(1 << b for b in bits)
-            for d in range(radius)
-            for bits in combinations(range(top), d)
+            sum(1 << b for b in bits) for d in range(radius) for bits in combinations(range(top), d)
         ]
         yield top, (1 << top) | np.array(lower, dtype=np.intp)
 
 
-def _block_pairs(
-    a_start: np.ndarray,
-    a_size: np.ndarray,
-    b_start: np.ndarray | None = None,
-    b_size: np.ndarray | None = None,
+def _close(
+    vals: np.ndarray, k: int, rows: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Position pairs of blocks, in steps of at most ``_CANDIDATES``: each block's
-    ``a`` positions times its ``b`` positions, or without ``b``, its ``a`` positions two
-    by two (``p < q``). A block may be split across steps."""
-    same = b_start is None
-    width = a_size * (a_size - 1) // 2 if same else a_size * b_size
-    ends = np.cumsum(width, dtype=np.int64)
-    begins = ends - width
+    """The position pairs of ``rows`` (see ``_rows``) whose codes are within ``k``."""
+    for p, q in _rows(*rows):
+        ok = np.flatnonzero(np.bitwise_count(vals.take(p) ^ vals.take(q)) <= k)
+        yield p.take(ok), q.take(ok)
+
+
+def _spans(start: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """The ranges ``start[i] .. start[i] + size[i] - 1``, one after another."""
+    ends = np.cumsum(size)
+    return np.repeat(start - (ends - size), size) + np.arange(ends[-1] if len(ends) else 0)
+
+
+def _within(start: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (see ``_rows``) pairing each position of each block with the later ones."""
+    size = np.maximum(size - 1, 0)
+    p = _spans(start, size)
+    return p, p + 1, np.repeat(start + size, size) - p
+
+
+def _rows(
+    a: np.ndarray, b_start: np.ndarray, b_size: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Position pairs ``(a[i], b_start[i] + j)`` for ``j < b_size[i]``, in steps of at
+    most ``_CANDIDATES`` pairs (a row may be split)."""
+    ends = np.cumsum(b_size)
+    begins = ends - b_size
     total = int(ends[-1]) if len(ends) else 0
     for g0 in range(0, total, _CANDIDATES):
         g1 = min(g0 + _CANDIDATES, total)
         lo, hi = np.searchsorted(ends, g0, "right"), np.searchsorted(begins, g1, "left")
         part = np.minimum(ends[lo:hi], g1) - np.maximum(begins[lo:hi], g0)
-        block = np.repeat(np.arange(lo, hi), part)
-        o = np.arange(g0, g1, dtype=np.int64) - begins[block]
-        if same:  # o = q (q - 1) / 2 + p with p < q
-            q = ((1 + np.sqrt(8 * o + 1.0)) // 2).astype(np.int64)
-            q -= q * (q - 1) // 2 > o
-            q += q * (q + 1) // 2 <= o
-            yield a_start[block] + o - q * (q - 1) // 2, a_start[block] + q
-        else:
-            yield a_start[block] + o // b_size[block], b_start[block] + o % b_size[block]
+        offset = np.repeat(b_start[lo:hi] - begins[lo:hi], part)
+        yield np.repeat(a[lo:hi], part), offset + np.arange(g0, g1)

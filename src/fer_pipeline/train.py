@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -32,8 +31,9 @@ from fer_pipeline.modelling.distributed import (
     close_ranks,
     init_ranks,
 )
-from fer_pipeline.modelling.train import fit_frames
+from fer_pipeline.modelling.train import fit_shards
 from fer_pipeline.schema import TRAINING_COLUMNS
+from fer_pipeline.shards import Shards
 
 logger = logging.getLogger("fer_pipeline.train")
 
@@ -64,14 +64,16 @@ def read_params(path: Path | None) -> TrainConfig:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def read_split(path: Path) -> pd.DataFrame:
-    """The columns training reads of a split table, checked."""
-    if not path.is_file():
-        raise FileNotFoundError(f"split table not found: {path}")
-    missing = sorted(set(TRAINING_COLUMNS) - set(pq.read_schema(path).names))
+def read_split(path: Path) -> Shards:
+    """A split's shards (a folder of ``part-*.parquet``), checked for the columns
+    training reads."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"split folder not found: {path}")
+    shards = Shards(path)
+    missing = sorted(set(TRAINING_COLUMNS) - set(shards.columns))
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    return pd.read_parquet(path, columns=list(TRAINING_COLUMNS))
+    return shards
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         train, val = read_split(args.train), read_split(args.val)
         checkpoint = args.checkpoint or args.out / "checkpoint.pt"
-        bundle, history = fit_frames(train, val, config, checkpoint, _epoch_logger(args))
+        bundle, history = fit_shards(train, val, config, checkpoint, _epoch_logger(args))
         if ranks.main:
             args.out.mkdir(parents=True, exist_ok=True)
             _write_atomically(args.out / OUTPUT_MODEL, bundle.save)

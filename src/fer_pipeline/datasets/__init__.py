@@ -4,6 +4,7 @@ from fer_pipeline.datasets.affectnet import AffectNetRelease
 from fer_pipeline.datasets.ferplus import FerPlusRelease
 from fer_pipeline.datasets.files import BytesDataset, ModelBundleDataset, ZipDataset
 from fer_pipeline.datasets.huggingface import HuggingFaceFaces
+from fer_pipeline.datasets.image_folder import ImageFolderFaces
 from fer_pipeline.datasets.inputs import ImageFiles, VideoFiles
 from fer_pipeline.datasets.rafdb import RafDbRelease
 from fer_pipeline.datasets.shards import Shards, ShardsDataset
@@ -14,6 +15,7 @@ __all__ = [
     "FerPlusRelease",
     "HuggingFaceFaces",
     "ImageFiles",
+    "ImageFolderFaces",
     "ModelBundleDataset",
     "RafDbRelease",
     "Shards",

@@ -26,7 +26,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.schema import TRAINING_COLUMNS
+from fer_pipeline.shards import Shards
 
 logger = logging.getLogger(__name__)
 
@@ -146,30 +146,29 @@ def _failure_message(exc: Exception) -> str:
 
 
 def launch_fit(
-    train: pd.DataFrame,
-    val: pd.DataFrame,
+    train: Shards,
+    val: Shards,
     config: TrainConfig,
     checkpoint: Path,
     mlflow_run_id: str | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
-    """``fit_frames`` in ``nproc_per_node`` ranks on this machine (and those of the other
+    """``fit_shards`` in ``nproc_per_node`` ranks on this machine (and those of the other
     ``nnodes``), started by torch's elastic launcher; returns rank 0's model and history.
     With ``mlflow_run_id``, rank 0 logs each epoch's figures to that run as it goes.
 
-    The splits and the recipe go to a working folder beside ``checkpoint``, which the
-    ranks read; it is removed once the model is back. A rank that fails stops the
+    Each rank reads its share of the splits' shards where they are (on several
+    machines, a path they all see); the recipe goes to a working folder beside
+    ``checkpoint``, removed once the model is back. A rank that fails stops the
     others and raises ``RuntimeError`` naming it; the checkpoint stays for a rerun.
     """
     work = checkpoint.with_suffix(".ranks")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    train[list(TRAINING_COLUMNS)].to_parquet(work / "train.parquet")
-    val[list(TRAINING_COLUMNS)].to_parquet(work / "val.parquet")
     (work / "params.yml").write_text(yaml.safe_dump({"training": asdict(config)}))
     worker_args = [
-        f"--train={work / 'train.parquet'}",
-        f"--val={work / 'val.parquet'}",
+        f"--train={train.folder.resolve()}",
+        f"--val={val.folder.resolve()}",
         f"--params={work / 'params.yml'}",
         f"--out={work}",
         f"--checkpoint={checkpoint}",

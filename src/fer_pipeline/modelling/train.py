@@ -3,9 +3,9 @@ part from timm's factories, ``train_one_epoch`` and ``validate`` run an epoch, a
 checkpoint written after every epoch lets a restarted run resume where it stopped.
 
 Images stay uint8 tensors, decoded once; augmentation runs per batch on the device.
-Under torchrun (several ranks) the same functions run in every rank: the model is
-wrapped in DDP, each epoch's batches are split between the ranks, the figures are
-summed over them, and rank 0 alone writes.
+Under torchrun (several ranks) the same functions run in every rank: each rank reads
+and decodes only its own share of the shards (``rank_rows``), the model is wrapped in
+DDP, the figures are summed over the ranks, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from fer_pipeline.modelling.runtime import (
     predict_logits,
     resolve_device,
 )
-from fer_pipeline.modelling.tensors import images_to_tensor
+from fer_pipeline.modelling.tensors import shards_to_tensor
 from fer_pipeline.schema import CLASSES
+from fer_pipeline.shards import Shards
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +162,8 @@ def _sync_batchnorm(model: torch.nn.Module, ranks: Ranks, device: torch.device) 
 
 def class_weights(targets: torch.Tensor, power: float) -> torch.Tensor:
     """Per-class weights ``frequency ** -power``, scaled so that the training set's
-    average weight is 1."""
-    counts = targets.sum(0)
+    average weight is 1 (frequencies over every rank's share)."""
+    counts = all_reduce_sum(targets.sum(0))
     weights = counts.clamp(min=1) ** -power
     return weights * counts.sum() / (weights * counts).sum()
 
@@ -190,22 +191,21 @@ def train_one_epoch(
     """One pass over ``images``; ``targets`` are integer labels (timm's ``Mixup``) or
     distributions (``SoftTargetMixer``). Returns the epoch's training figures.
 
-    Every rank draws the same permutation of the images; each step's global batch is
-    its next ``batch_size x ranks`` entries, and rank ``r`` trains on the ``r``-th
-    share, so the ranks' shards are disjoint and together are what one process with
-    the global batch would see.
+    ``images`` are this rank's share (``rank_rows``): each rank draws its own order of
+    them every epoch, so the ranks' batches are disjoint and a global batch is
+    ``batch_size x ranks`` images of the whole set.
     """
     config, model, device, ranks = trainer.config, trainer.model, trainer.device, trainer.ranks
     generator = seed_epoch(config, epoch, device)
+    if ranks.world_size > 1:  # each rank its own order and augmentations
+        generator = torch.Generator(device=device).manual_seed(
+            (config.seed * 1000 + epoch) * ranks.world_size + ranks.rank
+        )
     n, batch = len(images), trainer.batch_size
     if sample_weight is not None:
         order = torch.multinomial(sample_weight, n, replacement=True, generator=generator)
     else:
         order = torch.randperm(n, generator=generator, device=device)
-    if ranks.world_size > 1:  # each rank its own augmentations
-        generator = torch.Generator(device=device).manual_seed(
-            (config.seed * 1000 + epoch) * ranks.world_size + ranks.rank
-        )
     hard = targets if targets.ndim == 1 else targets.argmax(1)
     model.train()
     seen, started = 0, time.perf_counter()
@@ -219,10 +219,8 @@ def train_one_epoch(
         disable=not ranks.main,
     )
     updates = (epoch - 1) * trainer.steps_per_epoch
-    global_batch = batch * ranks.world_size
     for step in bar:
-        first = step * global_batch + ranks.rank * batch
-        index = order[first : first + batch]
+        index = order[step * batch : (step + 1) * batch]
         x = augment(images[index.to(images.device)].to(device, non_blocking=True), generator)
         x, mixed = mixer(x, targets[index])
         with autocast(device, trainer.dtype):
@@ -267,11 +265,10 @@ def train_one_epoch(
 def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Loss, accuracy and macro-F1 of the evaluated weights on integer labels, at the
     model's ``image_size`` (images stored smaller are resized on the device). Each rank
-    predicts every ``world_size``-th image; the loss and the confusion matrix are
-    summed over the ranks, so every rank gets the figures of the whole set."""
-    ranks, size = trainer.ranks, trainer.config.image_size
-    shard = slice(ranks.rank, None, ranks.world_size)
-    images, labels = images[shard], labels[shard]
+    predicts its share of the images (every ``world_size``-th); the loss and the
+    confusion matrix are summed over the ranks, so every rank gets the figures of the
+    whole set."""
+    size = trainer.config.image_size
     logits = predict_logits(
         trainer.evaluated,
         images,
@@ -380,20 +377,22 @@ def fit(
     """Train on uint8 images ``(N, 3, S, S)`` with target distributions ``(N, 7)``
     (one-hot unless ``config.soft_targets``); validate on integer labels after every
     epoch. ``S`` may be below ``config.image_size`` (``storage_size``): batches are
-    resized on the device.
+    resized on the device. Under several ranks, each passes its equal share of the
+    training and validation images.
 
     With ``checkpoint``, every epoch ends by saving one there, and a call that finds one
     resumes after its epoch. ``on_epoch`` gets each epoch's history row in rank 0 (a
     resumed run's restored rows first, once each): live tracking. Returns the best
     model by ``config.monitor`` (the EMA weights when enabled) and the per-epoch history.
     """
-    trainer = setup(config, len(train_images))
+    train_size = len(train_images) * current_ranks().world_size
+    trainer = setup(config, train_size)
     start = 0
     if checkpoint is not None:
         try:
             start = load_checkpoint(trainer, checkpoint)
         except ValueError:
-            trainer = setup(config, len(train_images))  # a partial restore is discarded
+            trainer = setup(config, train_size)  # a partial restore is discarded
     report = on_epoch if on_epoch is not None and trainer.ranks.main else lambda row: None
     for row in trainer.history:
         report(row)
@@ -483,7 +482,7 @@ def fit(
         best_epoch=trainer.best["epoch"],
         val_accuracy=best_row["val_accuracy"],
         val_macro_f1=best_row["val_macro_f1"],
-        train_images=len(train_images),
+        train_images=train_size,
     )
     state = {k: v.detach().cpu() for k, v in trainer.best["state"].items()}
     return ModelBundle(spec=spec, state_dict=state), trainer.history
@@ -500,28 +499,63 @@ def stratified_subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.Da
     )
 
 
-def fit_frames(
-    train: pd.DataFrame,
-    val: pd.DataFrame,
+def rank_rows(n: int, seed: int, ranks: Ranks) -> np.ndarray:
+    """The rows of an ``n``-row split that this rank decodes and trains on, sorted. One
+    rank: all of them. Several: a seeded permutation cut into ``world_size`` equal
+    shares (the last ``n % world_size`` rows of it left out), fixed for the run. Fixed,
+    not reassigned every epoch: each rank decodes its share once (reassigning would read
+    and decode the whole set again every epoch), and a random share is, like the whole
+    set, an unbiased sample of it; the order within the share changes every epoch."""
+    if ranks.world_size == 1:
+        return np.arange(n)
+    share = n // ranks.world_size
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[ranks.rank * share : (ranks.rank + 1) * share])
+
+
+def rank_data(
+    train: Shards, val: Shards, config: TrainConfig, ranks: Ranks
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What ``fit`` takes, for this rank: the images of its share of ``train``
+    (``train_subset`` rows when set; ``rank_rows``) and their targets, and every
+    ``world_size``-th image of ``val`` and their labels. It reads the labels of every
+    row, then decodes only its share of the images, at ``storage_size`` (default:
+    ``image_size``), a shard at a time, and keeps no encoded bytes."""
+    rows = train.read(["label", "soft_label", "source"], positions=True)
+    rows = stratified_subset(rows, config.train_subset, config.seed)
+    rows = rows.iloc[rank_rows(len(rows), config.seed, ranks)]
+    if config.soft_targets:
+        targets = torch.from_numpy(np.stack(rows["soft_label"]).astype(np.float32))
+    else:
+        targets = torch.eye(len(CLASSES))[torch.tensor(rows["label"].to_numpy())]
+    all_val = val.read(["label"], positions=True)
+    val_rows = all_val.iloc[ranks.rank :: ranks.world_size]
+    logger.info(
+        "rank %d of %d decodes %d of %d training images and %d of %d validation images",
+        ranks.rank,
+        ranks.world_size,
+        len(rows),
+        len(rows) * ranks.world_size,
+        len(val_rows),
+        len(all_val),
+    )
+    size = config.storage_size or config.image_size
+    return (
+        shards_to_tensor(train, rows, size, desc="decode train"),
+        targets,
+        shards_to_tensor(val, val_rows, size, desc="decode val"),
+        torch.tensor(val_rows["label"].to_numpy()),
+    )
+
+
+def fit_shards(
+    train: Shards,
+    val: Shards,
     config: TrainConfig,
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
-    """``fit`` on split tables (``image``, ``label``, ``soft_label`` and ``source``
-    columns), on ``train_subset`` rows of ``train`` when set, each image decoded once at
-    ``storage_size`` (default: ``image_size``)."""
-    train = stratified_subset(train, config.train_subset, config.seed)
-    if config.soft_targets:
-        targets = torch.from_numpy(np.stack(train["soft_label"]).astype(np.float32))
-    else:
-        targets = torch.eye(len(CLASSES))[torch.tensor(train["label"].to_numpy())]
-    size = config.storage_size or config.image_size
-    return fit(
-        images_to_tensor(list(train["image"]), size, desc="decode train"),
-        targets,
-        images_to_tensor(list(val["image"]), size, desc="decode val"),
-        torch.tensor(val["label"].to_numpy()),
-        config,
-        checkpoint,
-        on_epoch,
-    )
+    """``fit`` on this rank's share of the ``train`` and ``val`` shards
+    (``rank_data``)."""
+    data = rank_data(train, val, config, current_ranks())
+    return fit(*data, config, checkpoint, on_epoch)

@@ -9,12 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.modelling.evaluate import confusion_figure, predict_proba, reliability_figure
 from fer_pipeline.modelling.metrics import calibration, classification_report
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
+from fer_pipeline.shards import Shards
 from fer_pipeline.tracking import promote, split_digest
 
 from .config import EvaluationConfig

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.images import decode_image
 from fer_pipeline.modelling.export import (
     model_inputs,
@@ -22,6 +21,7 @@ from fer_pipeline.modelling.export import (
 )
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.serving.classifier import OnnxClassifier
+from fer_pipeline.shards import Shards
 
 from .config import ExportConfig
 

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.errors import InputDataError
 from fer_pipeline.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS
+from fer_pipeline.shards import Shards
 
 VOTE_PREFIX = "vote_"
 VOTE_POLICIES = ("majority", "plurality", "probability")
@@ -58,8 +58,9 @@ def face_table(faces: Shards) -> pd.DataFrame:
 def labelled_faces(
     faces: pd.DataFrame, skipped: pd.DataFrame, labels: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The faces' table (``face_table``) with a canonical ``label`` (class id), ``label_name`` and ``soft_label``
-    (the target as a distribution over the classes), and every dropped row with its
+    """The faces' table (``face_table``) with a canonical ``label`` (class id),
+    ``label_name`` and ``soft_label`` (the target as a distribution over the classes),
+    and every dropped row with its
     reason (the rows ingestion skipped included).
 
     ``labels`` holds ``label_map`` (source label -> class), ``drop_labels`` (source

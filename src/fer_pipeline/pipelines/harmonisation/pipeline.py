@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["face_table", "skipped", "params:labels"],
                 outputs=["labelled", "dropped"],
                 name="labelled_faces",
-            )
+            ),
         ]
     )
     return sum(

@@ -75,6 +75,14 @@ def face_shard(task: tuple[SourceDataset, pd.DataFrame, IngestionConfig]) -> pd.
 def _face_shards(
     reader: SourceDataset, faces: pd.DataFrame, config: IngestionConfig
 ) -> Iterator[pd.DataFrame]:
+    if not len(faces):  # an absent optional source: one empty shard with the columns
+        yield faces.drop(columns=list(reader.locators), errors="ignore").assign(
+            **{column: pd.Series(dtype=object) for column in IMAGE_COLUMNS}
+        )
+        return
+    if config.executor == "processes" and len(faces) <= config.shard_rows:
+        yield face_shard((reader, faces, config))  # one shard: not worth starting workers
+        return
     chunks = (
         (reader, faces.iloc[start : start + config.shard_rows], config)
         for start in range(0, len(faces), config.shard_rows)
@@ -87,10 +95,6 @@ def _face_shards(
         for shard in bounded_map(executor, face_shard, chunks, window):
             bar.update(len(shard))
             yield shard
-    if not len(faces):  # an absent optional source: one empty shard with the columns
-        yield faces.drop(columns=list(reader.locators), errors="ignore").assign(
-            **{column: pd.Series(dtype=object) for column in IMAGE_COLUMNS}
-        )
 
 
 def faces_from_release(

@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_pipeline.datasets.shards import Shards  # noqa: E402
 from fer_pipeline.schema import (  # noqa: E402
     CLASSES,
     POSITION_COLUMNS,
@@ -20,6 +19,7 @@ from fer_pipeline.schema import (  # noqa: E402
     SPLIT_COLUMNS,
     SPLITS,
 )
+from fer_pipeline.shards import Shards  # noqa: E402
 
 _SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 

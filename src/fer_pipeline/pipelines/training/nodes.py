@@ -13,14 +13,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
-from fer_pipeline.datasets.shards import Shards
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import launch_fit
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
-from fer_pipeline.modelling.train import fit_frames
-from fer_pipeline.schema import TRAINING_COLUMNS
+from fer_pipeline.modelling.train import fit_shards
+from fer_pipeline.shards import Shards
 from fer_pipeline.tracking import EpochMetricsLogger, active_run_id, register
 
 logger = logging.getLogger(__name__)
@@ -38,18 +37,16 @@ def train_model(
     ``nnodes`` above 1, torchrun's launcher runs the training in that many ranks (DDP);
     the rest of the run stays in this process.
     """
-    train = train.read([*TRAINING_COLUMNS, "pixel_hash"])
-    val = val.read(list(TRAINING_COLUMNS))
-    key = hashlib.sha256(
-        (json.dumps(asdict(config), sort_keys=True) + "".join(train["pixel_hash"])).encode()
-    ).hexdigest()[:16]
+    images = "".join(train.read(["pixel_hash"])["pixel_hash"])
+    key = hashlib.sha256((json.dumps(asdict(config), sort_keys=True) + images).encode())
+    key = key.hexdigest()[:16]
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
     run_id = active_run_id()  # the epochs' figures go to it as they come
     if config.nproc_per_node * config.nnodes > 1:
         bundle, history = launch_fit(train, val, config, checkpoint, run_id)
     else:
         on_epoch = EpochMetricsLogger(run_id) if run_id else None
-        bundle, history = fit_frames(train, val, config, checkpoint, on_epoch)
+        bundle, history = fit_shards(train, val, config, checkpoint, on_epoch)
     return bundle, pd.DataFrame(history), str(checkpoint)
 
 

@@ -1,0 +1,197 @@
+"""Data processing and training setup at scale: time and memory against the number of faces.
+
+For each AffectNet release given (made by ``benchmarks/scale_data.py``; none: the real
+FER+ and RAF-DB alone), in a throwaway copy of the project:
+
+1. ``kedro run --pipelines data_processing``: wall time, faces per second, and peak
+   memory (the sum of the resident memory of the Kedro process and its workers,
+   sampled every 0.2 s; and the largest single process);
+2. the training setup of each rank (``rank_data``: read the labels, decode its share of
+   train and val at ``--storage-size``) with 1 and 2 ranks: peak resident memory of
+   the rank's process.
+
+It prints a table, writes it as JSON and a plot of time and memory against the number
+of faces (``--out``), and compares the planted near-duplicates of each release
+(``planted.csv``) with what the run found.
+
+    python benchmarks/scale_data.py --faces 150000 --out /tmp/affectnet_150k
+    python benchmarks/scale.py --release none --release /tmp/affectnet_150k --out /tmp/scale
+
+Measured on this project's 2-core machine: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import yaml
+from _scratch import SHARED_DATA, scratch_project
+
+RANK_SETUP = """
+    import resource, sys
+    from fer_pipeline.modelling.config import TrainConfig
+    from fer_pipeline.modelling.distributed import Ranks
+    from fer_pipeline.modelling.train import rank_data
+    from fer_pipeline.shards import Shards
+    train, val, size, rank, world = sys.argv[1:]
+    config = TrainConfig(image_size=int(size), storage_size=int(size))
+    data = rank_data(Shards(train), Shards(val), config, Ranks(int(rank), int(world)))
+    print(len(data[0]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def watch(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
+    """Runs ``command``; its wall time and the peak of its process tree's memory."""
+    started = time.perf_counter()
+    log = cwd / "run.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=output)
+        root, tree_peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            try:
+                processes = [root, *root.children(recursive=True)]
+                tree = sum(p.memory_info().rss for p in processes if p.is_running())
+            except psutil.Error:
+                tree = 0
+            tree_peak = max(tree_peak, tree)
+            time.sleep(0.2)
+    if process.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{log.read_text()[-4000:]}")
+    return {"seconds": time.perf_counter() - started, "tree_peak_gb": tree_peak / 1e9}
+
+
+def latest(root: Path, relative: str) -> Path:
+    """The newest version of a versioned output of the scratch project."""
+    return sorted((root / relative).glob(f"*/{Path(relative).name}"))[-1]
+
+
+def rank_memory(root: Path, size: int) -> dict[str, float]:
+    """Peak memory of one rank's training setup, with 1 and with 2 ranks."""
+    train, val = latest(root, "data/05_model_input/train"), latest(root, "data/05_model_input/val")
+    figures = {}
+    for world in (1, 2):
+        code = textwrap.dedent(RANK_SETUP)
+        args = [str(train), str(val), str(size), "0", str(world)]
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        images, peak_kb = result.stdout.split()[-2:]
+        figures[f"rank_peak_gb_{world}"] = int(peak_kb) / 1024**2
+        figures[f"rank_images_{world}"] = int(images)
+    return figures
+
+
+def near_duplicates(release: Path, root: Path) -> dict[str, int]:
+    """Planted pairs (``planted.csv``) found in the same near-duplicate group, and how
+    many planted pairs straddle the final splits."""
+    planted_file = release / "planted.csv"
+    if not planted_file.exists():
+        return {}
+    planted = pd.read_csv(planted_file, dtype=str)
+    index = pd.read_parquet(latest(root, "data/03_primary/split_index.parquet"))
+    key = index["source"] + ":" + index["source_id"]
+    split = dict(zip(key, index["split"]))
+    group = dict(zip(key, index["near_group"])) if "near_group" in index else {}
+    a = planted["a_source"] + ":" + planted["a_id"]
+    b = planted["b_source"] + ":" + planted["b_id"]
+    both = [x in split and y in split for x, y in zip(a, b)]
+    found = [group.get(x) is not None and group.get(x) == group.get(y) for x, y in zip(a, b)]
+    straddle = [ok and split[x] != split[y] for ok, x, y in zip(both, a, b)]
+    return {
+        "planted_pairs": len(planted),
+        "planted_pairs_kept": int(sum(both)),
+        "planted_pairs_grouped": int(sum(f for f, ok in zip(found, both) if ok)),
+        "planted_pairs_across_splits": int(sum(straddle)),
+    }
+
+
+def measure(release: Path | None, size: int, keep: Path | None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="fer-scale-", dir=keep) as tmp:
+        root = scratch_project(Path(tmp), SHARED_DATA)
+        if release is not None:
+            catalog = {
+                "affectnet.release": {
+                    "type": "fer_pipeline.datasets.AffectNetRelease",
+                    "path": str(release.resolve()),
+                    "automatic": (release / "automatically_annotated.csv").exists(),
+                }
+            }
+            (root / "conf/local/catalog.yml").write_text(yaml.safe_dump(catalog))
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+            "KEDRO_DISABLE_TELEMETRY": "1",
+        }
+        run = watch(["kedro", "run", "--pipelines", "data_processing"], root, env)
+        report = json.loads(latest(root, "data/08_reporting/data_report.json").read_text())
+        faces = sum(report["sizes"].values())
+        listed = sum(
+            len(pd.read_parquet(f, columns=["source"]))
+            for f in (root / "data/02_intermediate").glob("*/faces/*/faces/*.parquet")
+        )
+        return {
+            "release": str(release) if release else "real data only",
+            "faces_ingested": listed,
+            "faces_in_splits": faces,
+            **run,
+            "faces_per_second": listed / run["seconds"],
+            "seconds_per_100k": 1e5 * run["seconds"] / listed,
+            **rank_memory(root, size),
+            **near_duplicates(release, root) if release else {},
+            "sizes": report["sizes"],
+        }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    faces = [r["faces_ingested"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(faces, [r["seconds"] / 60 for r in rows], "o-")
+    left.set(xlabel="faces", ylabel="minutes", title="data_processing wall time")
+    right.plot(faces, [r["tree_peak_gb"] for r in rows], "o-", label="data_processing")
+    right.plot(faces, [r["rank_peak_gb_1"] for r in rows], "s--", label="training setup, 1 rank")
+    right.plot(faces, [r["rank_peak_gb_2"] for r in rows], "^--", label="per rank, 2 ranks")
+    right.set(xlabel="faces", ylabel="GB", title="peak memory")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--release", action="append", required=True, help="an AffectNet release, or none"
+    )
+    parser.add_argument("--storage-size", type=int, default=64, help="decode side per rank")
+    parser.add_argument("--out", type=Path, required=True, help="folder for scale.json/.png")
+    parser.add_argument("--scratch", type=Path, help="where the scratch projects go")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for release in args.release:
+        path = None if release == "none" else Path(release)
+        rows.append(measure(path, args.storage_size, args.scratch))
+        print(json.dumps(rows[-1], indent=1), flush=True)
+        (args.out / "scale.json").write_text(json.dumps(rows, indent=1))
+    print(f"\n{os.cpu_count()} cores, {psutil.virtual_memory().total / 1e9:.0f} GB")
+    table = pd.DataFrame(rows).drop(columns=["sizes"])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    plot(rows, args.out / "scale.png")
+
+
+if __name__ == "__main__":
+    main()
