@@ -91,12 +91,12 @@ def rank_memory(root: Path, size: int) -> dict[str, float]:
     return figures
 
 
-def near_duplicates(release: Path, root: Path) -> dict[str, int]:
+def near_duplicates(release: Path | None, root: Path) -> dict[str, int]:
     """Planted pairs (``planted.csv``) found in the same near-duplicate group, and how
     many planted pairs straddle the final splits."""
-    planted_file = release / "planted.csv"
-    if not planted_file.exists():
+    if release is None or not (release / "planted.csv").exists():
         return {}
+    planted_file = release / "planted.csv"
     planted = pd.read_csv(planted_file, dtype=str)
     index = pd.read_parquet(latest(root, "data/03_primary/split_index.parquet"))
     key = index["source"] + ":" + index["source_id"]
@@ -147,7 +147,7 @@ def measure(release: Path | None, size: int, keep: Path | None) -> dict[str, flo
             "faces_per_second": listed / run["seconds"],
             "seconds_per_100k": 1e5 * run["seconds"] / listed,
             **rank_memory(root, size),
-            **near_duplicates(release, root) if release else {},
+            **near_duplicates(release, root),
             "sizes": report["sizes"],
         }
 
