@@ -9,7 +9,7 @@ from fer_pipeline.pipelines.merging.nodes import merged_faces
 from fer_pipeline.pipelines.splitting.nodes import split_faces as split_index
 from fer_pipeline.schema import SPLITS
 
-SPLITTING = {"val_fraction": 0.1, "seed": 7, "examples": 3}
+SPLITTING = {"val_fraction": 0.1, "seed": 7, "examples": 3, "near_duplicate_bits": 0}
 
 
 def split_faces(faces: pd.DataFrame, splitting: dict):
@@ -98,3 +98,42 @@ def test_neutral_top_up_moves_donor_images_once_to_the_target():
     assert again["pool"].tolist() == faces["pool"].tolist()
     off, summary = merged_faces({**top_up, "target": 0}, donor, recipient)
     assert summary["neutral_top_up"]["added"] == 0 and (off["pool"] == off["source"]).all()
+
+
+def test_near_duplicates_stay_in_one_split():
+    """Hashes 2 bits apart are one group at near_duplicate_bits 2, not at 1: a group with
+    a test image keeps only that; one with an official val image loses its train
+    images; one across train and a sampled val goes to train."""
+    rows = [
+        ("rafdb", "a", "train", 1, "h1"),  # near copy of a FER+ test image: removed
+        ("ferplus", "b", "test", 1, "h2"),
+        ("ferplus", "c", "train", 2, "h3"),  # near copy of a FER+ val image: removed
+        ("ferplus", "d", "val", 2, "h4"),
+    ]
+    rows += [("rafdb", f"r{i:03d}", "train", 3, f"r{i}") for i in range(40)]
+    faces = _faces(rows)
+    base = 0b1111 << 40
+    phash = [base, base | 0b11, base << 8, (base << 8) | 0b101]
+    phash += [(i * 0x9E3779B97F4A7C15) % 2**62 for i in range(1, 41)]
+    phash[-1] = phash[-2] ^ 0b1  # two RAF-DB training images, one near copy of the other
+    faces["phash"] = np.array(phash, dtype=np.uint64).view(np.int64)
+
+    def split_of(bits: int, seed: int) -> dict[str, str]:
+        index, summary = split_index(
+            faces, {**SPLITTING, "near_duplicate_bits": bits, "seed": seed}
+        )
+        return dict(zip(index["source_id"], index["split"])), summary
+
+    loose, _ = split_of(1, 7)
+    assert {"a", "c"} <= set(loose)
+    for seed in range(12):  # whichever of the pair the sampling puts in val
+        split, summary = split_of(2, seed)
+        assert "a" not in split and "c" not in split
+        assert split["b"] == "test" and split["d"] == "val"
+        assert split["r038"] == split["r039"]
+        assert summary["near_duplicates"]["rows_removed_near_test"] == 1
+        assert summary["near_duplicates"]["rows_removed_near_val"] == 1
+    moved = [
+        split_of(2, seed)[1]["near_duplicates"]["rows_moved_val_to_train"] for seed in range(12)
+    ]
+    assert any(moved)  # the sampling did split the pair at least once, and it was mended

@@ -32,7 +32,7 @@ _LOOKUPS = 1 << 17
 """Codes looked up per vectorised step (per mask)."""
 _CANDIDATES = 1 << 21
 """Candidate pairs expanded and verified per vectorised step."""
-_CANDIDATE_COST = 3.0
+_CANDIDATE_COST = 4.0
 """A candidate's cost in table look-ups (measured), for choosing ``m``."""
 _WORKERS = min(8, os.cpu_count() or 1)
 """Threads for the look-ups."""

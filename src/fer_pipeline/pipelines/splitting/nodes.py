@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fer_pipeline.near_duplicates import components, hamming_pairs  # noqa: E402
 from fer_pipeline.schema import (  # noqa: E402
     CLASSES,
     POSITION_COLUMNS,
@@ -59,18 +60,51 @@ def _exact_duplicates(faces: pd.DataFrame, examples: int) -> tuple[pd.DataFrame,
     return ranked[~removed].drop(columns=["_split", "_source"]), summary
 
 
-def _near_duplicates(faces: pd.DataFrame, split: np.ndarray, examples: int) -> dict:
-    """Groups of distinct images with the same perceptual hash, and how many of them
-    straddle the final splits (the examples are such groups: possible leaks)."""
-    repeated = faces.assign(split=split)[faces["phash"].duplicated(keep=False)]
-    groups = repeated.groupby("phash", sort=True)
-    across = groups["split"].nunique() > 1
-    return {
-        "groups": int(groups.ngroups),
+def _near_duplicates(
+    faces: pd.DataFrame, split: np.ndarray, k: int, examples: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Groups of distinct images whose perceptual hashes differ in at most ``k`` bits
+    (linked pairs: resized, re-encoded, shifted copies), kept in one split: a group with
+    an official test image keeps only its test images, one with an official val image
+    loses its train images, and one across train and a sampled val goes to train.
+    Returns each row's group (the index of its first row), the rows kept, their split
+    (changed), and a summary."""
+    pairs = hamming_pairs(faces["phash"].to_numpy(), k)
+    group = components(len(faces), pairs)
+    official = faces["source_split"].to_numpy(dtype=object)
+    frame = pd.DataFrame({"group": group, "split": split, "official": official})
+    in_group = frame.groupby("group")["split"].transform("size").to_numpy() > 1
+    straddling = frame.groupby("group")["split"].transform("nunique").to_numpy() > 1
+    with_test = frame.groupby("group")["official"].transform(lambda s: (s == "test").any())
+    with_val = frame.groupby("group")["official"].transform(lambda s: (s == "val").any())
+    near_test = with_test.to_numpy() & (split != "test")
+    near_val = with_val.to_numpy() & ~with_test.to_numpy() & (split == "train")
+    keep = ~(near_test | near_val)
+    moved = keep & straddling & (split == "val") & (official == "train")
+    moved &= ~with_val.to_numpy()
+    split = np.where(moved, "train", split)
+    sources = faces["source"].to_numpy(dtype=object)
+    pair_sources = pd.Series(
+        [" + ".join(sorted((sources[i], sources[j]))) for i, j in pairs], dtype=object
+    )
+    repeated = faces.assign(split=frame["split"], _group=group)[in_group]
+    across = repeated.groupby("_group")["split"].nunique() > 1
+    summary = {
+        "max_bits": k,
+        "pairs": len(pairs),
+        "pairs_by_sources": {key: int(n) for key, n in pair_sources.value_counts().items()},
+        "groups": int(repeated["_group"].nunique()),
         "rows": len(repeated),
-        "groups_across_final_splits": int(across.sum()),
-        "examples": [_members(groups.get_group(key)) for key in across[across].index[:examples]],
+        "largest_group": int(repeated.groupby("_group").size().max()) if len(repeated) else 0,
+        "groups_across_splits_before": int(across.sum()),
+        "rows_removed_near_test": int(near_test.sum()),
+        "rows_removed_near_val": int(near_val.sum()),
+        "rows_moved_val_to_train": int(moved.sum()),
+        "examples": [
+            _members(repeated[repeated["_group"] == key]) for key in across[across].index[:examples]
+        ],
     }
+    return group, keep, split, summary
 
 
 def _assign_splits(faces: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
@@ -93,20 +127,25 @@ def _assign_splits(faces: pd.DataFrame, val_fraction: float, seed: int) -> np.nd
 def split_faces(
     faces_all: pd.DataFrame, splitting: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Deduplicate ``faces_all`` by decoded pixels across all sources, then give each row
-    its ``split`` (train, val or test); rows sorted by source and id. Also a summary of
-    the duplicates and near-duplicates found."""
+    """Deduplicate ``faces_all`` by decoded pixels across all sources, give each row its
+    ``split`` (train, val or test), and keep each group of near-duplicates
+    (``near_duplicate_bits``; ``near_group``) in one split; rows sorted by source and id.
+    Also a summary of the duplicates and near-duplicates found."""
     examples = splitting["examples"]
     faces, duplicates = _exact_duplicates(faces_all, examples)
     faces = faces.sort_values(["source", "source_id"]).reset_index(drop=True)
     split = _assign_splits(faces, splitting["val_fraction"], splitting["seed"])
+    group, keep, split, near = _near_duplicates(
+        faces, split, splitting["near_duplicate_bits"], examples
+    )
     summary = {
         "val_fraction": splitting["val_fraction"],
         "seed": splitting["seed"],
         "duplicates": duplicates,
-        "near_duplicates": _near_duplicates(faces, split, examples),
+        "near_duplicates": near,
     }
-    return faces.assign(split=split), summary
+    faces = faces.assign(split=split, near_group=group)[keep].reset_index(drop=True)
+    return faces, summary
 
 
 def _split_parts(name: str, split_index: pd.DataFrame, faces: dict[str, Shards]):
