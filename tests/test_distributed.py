@@ -127,6 +127,17 @@ def test_storage_size_below_image_size_trains_a_model_for_image_size(split_table
     assert history[0]["train_loss"] > 0 and 0 <= history[0]["val_accuracy"] <= 1
 
 
+def test_a_share_above_the_memory_budget_is_kept_encoded_and_trains_the_same(split_tables):
+    """decoded_memory_gb below the share's decoded size: the images stay encoded and
+    each batch is decoded when drawn: the same pixels, so the same weights."""
+    train, val = (Shards(p) for p in split_tables)
+    recipe = {**TINY_VIT, **NO_AUGMENTATION, "epochs": 1, "batch_size": 16}
+    decoded, _ = fit_shards(train, val, TrainConfig(**recipe))
+    encoded, _ = fit_shards(train, val, TrainConfig(**recipe, decoded_memory_gb=1e-4))
+    for key, tensor in decoded.state_dict.items():
+        torch.testing.assert_close(encoded.state_dict[key], tensor)
+
+
 def _rank_pid(marker: str, rank: int, timeout: float = 120) -> int:
     """The pid of training rank ``rank`` of the run whose environment holds ``marker``."""
     deadline = time.monotonic() + timeout

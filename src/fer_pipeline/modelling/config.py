@@ -71,6 +71,9 @@ class TrainConfig:
     eval_batch_size: int = 256
     train_subset: int | None = None  # a stratified sample of this many training images
     storage_size: int | None = None  # side at which images are decoded and kept; None: image_size
+    decoded_memory_gb: float | None = (
+        None  # above it a rank keeps its share encoded; None: half the free memory
+    )
     checkpoint_dir: str = "data/06_models/checkpoints"
     # Several processes (docs/distributed.md); batch_size is per process
     nproc_per_node: int = 1  # ranks on this machine; > 1: DDP, started by torchrun's engine
@@ -78,6 +81,10 @@ class TrainConfig:
     rdzv_endpoint: str = ""  # HOST:PORT of this machine (node 0) when nnodes > 1
 
     def __post_init__(self) -> None:
+        if self.decoded_memory_gb is not None and not self.decoded_memory_gb > 0:
+            raise ValueError(
+                f"training.decoded_memory_gb must be above 0, got {self.decoded_memory_gb!r}"
+            )
         choices = {
             "balance": BALANCE_CHOICES,
             "precision": PRECISION_CHOICES,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup, resolve_model_data_config
@@ -47,7 +48,7 @@ from fer_pipeline.modelling.runtime import (
     predict_logits,
     resolve_device,
 )
-from fer_pipeline.modelling.tensors import shards_to_tensor
+from fer_pipeline.modelling.tensors import EncodedImages, shards_to_encoded, shards_to_tensor
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.shards import Shards
 
@@ -355,9 +356,9 @@ def load_checkpoint(trainer: Trainer, path: Path) -> int:
 
 def _place_train_images(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
     """On the GPU when ``data_on_device`` allows and it fits in half the free memory;
-    pinned for fast copies otherwise."""
+    pinned for fast copies otherwise; kept encoded images stay as they are."""
     device, wanted = trainer.device, trainer.config.data_on_device
-    if device.type != "cuda":
+    if device.type != "cuda" or isinstance(images, EncodedImages):
         return images
     fits = images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
     if wanted is True or (wanted == "auto" and fits):
@@ -366,7 +367,7 @@ def _place_train_images(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
 
 
 def fit(
-    train_images: torch.Tensor,
+    train_images: torch.Tensor | EncodedImages,
     train_targets: torch.Tensor,
     val_images: torch.Tensor,
     val_labels: torch.Tensor,
@@ -378,7 +379,8 @@ def fit(
     (one-hot unless ``config.soft_targets``); validate on integer labels after every
     epoch. ``S`` may be below ``config.image_size`` (``storage_size``): batches are
     resized on the device. Under several ranks, each passes its equal share of the
-    training and validation images.
+    training and validation images. ``EncodedImages`` instead of the training tensor:
+    each batch is decoded when drawn.
 
     With ``checkpoint``, every epoch ends by saving one there, and a call that finds one
     resumes after its epoch. ``on_epoch`` gets each epoch's history row in rank 0 (a
@@ -540,8 +542,23 @@ def rank_data(
         len(all_val),
     )
     size = config.storage_size or config.image_size
+    decoded_gb = len(rows) * 3 * size**2 / 1e9
+    budget = config.decoded_memory_gb or psutil.virtual_memory().available / 2e9
+    if decoded_gb > budget:
+        logger.warning(
+            "rank %d: its %d training images would take %.1f GB decoded at %d px, above "
+            "training.decoded_memory_gb (%.1f GB): kept encoded, decoded a batch at a time",
+            ranks.rank,
+            len(rows),
+            decoded_gb,
+            size,
+            budget,
+        )
+        train_images = shards_to_encoded(train, rows, size)
+    else:
+        train_images = shards_to_tensor(train, rows, size, desc="decode train")
     return (
-        shards_to_tensor(train, rows, size, desc="decode train"),
+        train_images,
         targets,
         shards_to_tensor(val, val_rows, size, desc="decode val"),
         torch.tensor(val_rows["label"].to_numpy()),

@@ -8,6 +8,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from fer_pipeline.modelling.evaluate import confusion_figure, predict_proba, reliability_figure
 from fer_pipeline.modelling.metrics import calibration, classification_report
@@ -28,7 +29,8 @@ def evaluate_model(
     model: ModelBundle, val: Shards, test: Shards, evaluation: EvaluationConfig
 ) -> tuple[dict[str, Any], dict[str, Any], plt.Figure, plt.Figure, pd.DataFrame]:
     """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source and ECE on
-    val and test, plain and (when ``tta`` is on) with test-time augmentation; returns
+    val and test, plain and (when ``tta`` is on) with test-time augmentation, read and
+    decoded a row group at a time (at the model's ``image_size``); returns
     the report, its headline figures for MLflow, the confusion matrices, the
     reliability diagrams and the per-image test predictions. ``evaluation``: Kedro
     builds and checks it from the parameters before the run (a dict is checked here)."""
@@ -38,20 +40,28 @@ def evaluate_model(
     calibrations, matrices = {}, {}
     predictions = None
     for name, shards in (("val", val), ("test", test)):
-        frame = shards.read(["image", "label", "source", "source_id"])
-        images = images_to_tensor(
-            list(frame["image"]), model.spec.image_size, desc=f"decode {name}"
-        )
-        plain, tta = predict_proba(
-            model,
-            images,
-            device=evaluation.device,
-            precision=evaluation.precision,
-            batch_size=evaluation.batch_size,
-            tta_views=tta_views,
-            tta_augment=evaluation.tta_augment.model_dump(),
-            seed=evaluation.seed,
-        )
+        parts, plains, ttas = [], [], []
+        bar = tqdm(total=len(shards), desc=f"evaluate {name}", unit="img", mininterval=2.0)
+        for part in shards.batches(["image", "label", "source", "source_id"]):
+            bar.update(len(part))
+            images = images_to_tensor(part.pop("image").tolist(), model.spec.image_size, desc="")
+            plain, tta = predict_proba(
+                model,
+                images,
+                device=evaluation.device,
+                precision=evaluation.precision,
+                batch_size=evaluation.batch_size,
+                tta_views=tta_views,
+                tta_augment=evaluation.tta_augment.model_dump(),
+                seed=evaluation.seed,
+            )
+            parts.append(part)
+            plains.append(plain)
+            ttas.append(tta)
+        bar.close()
+        frame = pd.concat(parts, ignore_index=True)
+        plain = np.concatenate(plains)
+        tta = np.concatenate(ttas) if tta_views is not None else None
         labels = frame["label"].to_numpy()
         report[name] = {"plain": classification_report(labels, plain, CLASSES, frame["source"])}
         if tta is not None:
