@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from conftest import (
@@ -143,6 +144,9 @@ def test_kill_9_during_ingestion_leaves_nothing_half_written_to_read(project, tm
             process.wait()
     assert process.returncode == -signal.SIGKILL
 
+    time.sleep(3)  # the workers notice that the run is gone
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(project) in str(p.cmdline())]
+    assert not left, "ingestion workers outlived the killed run"
     killed = versions(project, faces)[-1]
     assert killed.name != before and not is_complete(killed)
     assert not (killed / "faces").exists()  # its two shards lie in a temporary folder only

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -33,7 +35,9 @@ def open_executor(
         # the server imports the project once, and every worker is a fork of it.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["fer_pipeline.pipelines.ingestion.nodes"])
-        with ProcessPoolExecutor(workers, mp_context=context) as executor:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+        ) as executor:
             yield executor
         return
     try:
@@ -55,6 +59,21 @@ def open_executor(
     ):
         logger.info("Dask LocalCluster of %d workers", workers)
         yield client.get_executor()
+
+
+def _exit_with(parent: int) -> None:
+    """In a worker: exits when ``parent`` is gone (killed with -9, it cannot stop its
+    workers, which would otherwise wait for work forever)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def bounded_map(
