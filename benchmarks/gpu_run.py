@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,15 +34,16 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # no install neede
 
 from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
 from fer_pipeline.schema import SPLITS, TRAINING_COLUMNS  # noqa: E402
+from fer_pipeline.shards import Shards, write_shards  # noqa: E402
 from fer_pipeline.versions import latest_complete  # noqa: E402
 
 PACK_COLUMNS = ["split", *TRAINING_COLUMNS]
 
 
 def latest_split(project: Path, split: str) -> Path:
-    """The newest complete version of a split's parquet file (Kedro's versioned layout);
+    """The newest complete version of a split's shard folder (Kedro's versioned layout);
     versions a run did not finish are skipped with a warning."""
-    latest = latest_complete(project / f"data/05_model_input/{split}.parquet")
+    latest = latest_complete(project / f"data/05_model_input/{split}")
     if latest is None:
         raise FileNotFoundError(
             f"no complete {split} split under {project}/data/05_model_input: "
@@ -53,10 +55,7 @@ def latest_split(project: Path, split: str) -> Path:
 def pack(project: Path, out: Path, part_mib: float) -> list[Path]:
     """The splits in parquet parts of at most ``part_mib`` MiB of images each."""
     frame = pd.concat(
-        [
-            pd.read_parquet(latest_split(project, s), columns=PACK_COLUMNS[1:]).assign(split=s)
-            for s in SPLITS
-        ],
+        [Shards(latest_split(project, s)).read(PACK_COLUMNS[1:]).assign(split=s) for s in SPLITS],
         ignore_index=True,
     )[PACK_COLUMNS]
     sizes = frame["image"].map(len).cumsum()
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     from fer_pipeline.modelling.evaluate import predict_proba
     from fer_pipeline.modelling.metrics import macro_f1
     from fer_pipeline.modelling.tensors import images_to_tensor
-    from fer_pipeline.modelling.train import fit_frames
+    from fer_pipeline.modelling.train import fit_shards
 
     parts = sorted(args.pack.glob("part-*.parquet"))
     if not parts:
@@ -146,8 +145,11 @@ def run(args: argparse.Namespace) -> dict:
         args.param,
     )
     started = time.perf_counter()
-    train, val, test = splits["train"], splits["val"], splits["test"]
-    bundle, history = fit_frames(train, val, config)
+    test = splits["test"]
+    with tempfile.TemporaryDirectory(prefix="fer-gpu-run-") as tmp:
+        for name in ("train", "val"):
+            write_shards([splits[name]], Path(tmp) / name, row_group_rows=1024)
+        bundle, history = fit_shards(Shards(Path(tmp) / "train"), Shards(Path(tmp) / "val"), config)
     trained = time.perf_counter() - started
     tta = _tta_settings(args.env)
     plain, averaged = predict_proba(
