@@ -26,7 +26,7 @@ from fer_pipeline.modelling.distributed import Ranks
 from fer_pipeline.modelling.evaluate import predict_proba
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import shards_to_tensor
-from fer_pipeline.modelling.train import fit_shards, rank_rows
+from fer_pipeline.modelling.train import fit_shards, rank_data, rank_rows
 from fer_pipeline.shards import Shards, write_shards
 
 NO_AUGMENTATION = {
@@ -210,3 +210,15 @@ def test_kedro_run_with_two_ranks_a_killed_rank_and_resume(small_raw, tmp_path, 
     assert "Resuming from" in log and "[rank 1/2]" in log
     assert len(list((project / "data/06_models/model.safetensors").iterdir())) == 2
     assert catalog_of(project).load("model").spec.epochs == 40
+
+
+def test_training_leaves_out_the_label_qualities_it_is_told_to(split_tables, tmp_path):
+    """label_qualities [manual]: AffectNet's automatically labelled rows are not trained on."""
+    frame = Shards(split_tables[0]).read()
+    frame["label_quality"] = ["automatic" if i % 3 == 0 else "manual" for i in range(len(frame))]
+    write_shards([frame], tmp_path / "train", row_group_rows=16)
+    train, val = Shards(tmp_path / "train"), Shards(split_tables[1])
+    for qualities, expected in ((("manual", "automatic"), 96), (("manual",), 64)):
+        config = TrainConfig(**TINY_VIT, label_qualities=qualities)
+        images, targets, _, _ = rank_data(train, val, config, Ranks())
+        assert len(images) == len(targets) == expected

@@ -38,9 +38,13 @@ rows."""
 POSITION_COLUMNS: tuple[str, ...] = ("shard", "row")
 """Where a face lies in its source's ``<source>.faces`` shards."""
 
+LABEL_QUALITIES: tuple[str, ...] = ("manual", "automatic")
+"""How a label was given: by people, or by a classifier (AffectNet's automatic set)."""
+MANUAL, AUTOMATIC = LABEL_QUALITIES
+
 LABEL_COLUMNS: tuple[str, ...] = ("label", "label_name", "soft_label", "label_quality")
 """A canonical class id, its name, the target distribution, and ``label_quality``
-(``manual``, or ``automatic`` for labels a classifier gave)."""
+(one of ``LABEL_QUALITIES``)."""
 
 LABELLED_COLUMNS: tuple[str, ...] = (
     *ROW_COLUMNS,

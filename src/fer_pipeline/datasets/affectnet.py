@@ -11,6 +11,7 @@ import pandas as pd
 from fer_pipeline.datasets.base import SourceDataset
 from fer_pipeline.errors import InputDataError
 from fer_pipeline.images import decode_image
+from fer_pipeline.schema import AUTOMATIC, MANUAL
 
 CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 AUTOMATIC_CSV = "automatically_annotated.csv"
@@ -50,9 +51,9 @@ class AffectNetRelease(SourceDataset):
 
     def _parts(self) -> list[tuple[str, str, str]]:
         """(CSV file, images folder, label quality) of each part read."""
-        parts = [(name, self._images, "manual") for name in CSV_SPLITS]
+        parts = [(name, self._images, MANUAL) for name in CSV_SPLITS]
         if self._automatic:
-            parts.append((AUTOMATIC_CSV, self._automatic_images, "automatic"))
+            parts.append((AUTOMATIC_CSV, self._automatic_images, AUTOMATIC))
         return parts
 
     def _missing(self) -> list[str]:
@@ -83,8 +84,8 @@ class AffectNetRelease(SourceDataset):
         return pd.DataFrame(
             {
                 "source": self.source,
-                "source_id": paths if quality == "manual" else "automatic/" + paths,
-                "source_split": "train" if quality == "automatic" else CSV_SPLITS[name],
+                "source_id": paths if quality == MANUAL else f"{AUTOMATIC}/" + paths,
+                "source_split": "train" if quality == AUTOMATIC else CSV_SPLITS[name],
                 "origin": [f"{name} line {i + 2}" for i in range(len(table))],
                 "skip_reason": None,
                 "label_orig": numeric["expression"],

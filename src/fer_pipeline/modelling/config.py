@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fer_pipeline.schema import LABEL_QUALITIES
+
 BALANCE_CHOICES = ("none", "sampler", "loss")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 MONITOR_CHOICES = ("val_accuracy", "val_macro_f1")
@@ -70,6 +72,9 @@ class TrainConfig:
     data_on_device: bool | str = "auto"  # keep the uint8 training set on the GPU when it fits
     eval_batch_size: int = 256
     train_subset: int | None = None  # a stratified sample of this many training images
+    label_qualities: tuple[str, ...] = (
+        LABEL_QUALITIES  # [manual]: leave AffectNet's automatic labels out
+    )
     storage_size: int | None = None  # side at which images are decoded and kept; None: image_size
     decoded_memory_gb: float | None = (
         None  # above it a rank keeps its share encoded; None: half the free memory
@@ -127,6 +132,12 @@ class TrainConfig:
             raise ValueError(
                 f"training.storage_size must be between 1 and image_size ({self.image_size}), "
                 f"got {self.storage_size!r}"
+            )
+        self.label_qualities = tuple(self.label_qualities)
+        if not self.label_qualities or not set(self.label_qualities) <= set(LABEL_QUALITIES):
+            raise ValueError(
+                f"training.label_qualities must be some of {LABEL_QUALITIES}, "
+                f"got {list(self.label_qualities)!r}"
             )
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("training.nnodes > 1 needs rdzv_endpoint (HOST:PORT of this machine)")

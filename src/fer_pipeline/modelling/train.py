@@ -518,12 +518,16 @@ def rank_rows(n: int, seed: int, ranks: Ranks) -> np.ndarray:
 def rank_data(
     train: Shards, val: Shards, config: TrainConfig, ranks: Ranks
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What ``fit`` takes, for this rank: the images of its share of ``train``
-    (``train_subset`` rows when set; ``rank_rows``) and their targets, and every
+    """What ``fit`` takes, for this rank: the images of its share of ``train`` (rows
+    whose ``label_quality`` is in ``label_qualities``; ``train_subset`` of them when
+    set; ``rank_rows``) and their targets, and every
     ``world_size``-th image of ``val`` and their labels. It reads the labels of every
     row, then decodes only its share of the images, at ``storage_size`` (default:
     ``image_size``), a shard at a time, and keeps no encoded bytes."""
-    rows = train.read(["label", "soft_label", "source"], positions=True)
+    columns = ["label", "soft_label", "source", "label_quality"]
+    rows = train.read([c for c in columns if c in train.columns], positions=True)
+    if "label_quality" in rows:
+        rows = rows[rows["label_quality"].isin(config.label_qualities)]
     rows = stratified_subset(rows, config.train_subset, config.seed)
     rows = rows.iloc[rank_rows(len(rows), config.seed, ranks)]
     if config.soft_targets:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fer_pipeline.errors import InputDataError
-from fer_pipeline.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS
+from fer_pipeline.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS, MANUAL
 from fer_pipeline.shards import Shards
 
 VOTE_PREFIX = "vote_"
@@ -72,7 +72,7 @@ def labelled_faces(
     """
     label_map, drop_labels = _check_labels(labels)
     if "label_quality" not in faces:
-        faces = faces.assign(label_quality="manual")
+        faces = faces.assign(label_quality=MANUAL)
     vote_columns = [c for c in faces.columns if c.startswith(VOTE_PREFIX)]
     n = len(faces)
     soft = None

@@ -72,27 +72,31 @@ def _near_duplicates(
     pairs = hamming_pairs(faces["phash"].to_numpy(), k)
     group = components(len(faces), pairs)
     official = faces["source_split"].to_numpy(dtype=object)
-    frame = pd.DataFrame({"group": group, "split": split, "official": official})
-    in_group = frame.groupby("group")["split"].transform("size").to_numpy() > 1
-    straddling = frame.groupby("group")["split"].transform("nunique").to_numpy() > 1
-    with_test = frame.groupby("group")["official"].transform(lambda s: (s == "test").any())
-    with_val = frame.groupby("group")["official"].transform(lambda s: (s == "val").any())
-    near_test = with_test.to_numpy() & (split != "test")
-    near_val = with_val.to_numpy() & ~with_test.to_numpy() & (split == "train")
+
+    def per_group(flags: np.ndarray) -> np.ndarray:
+        """Whether any row of each row's group has ``flags``."""
+        return (np.bincount(group, weights=flags, minlength=len(group)) > 0)[group]
+
+    in_group = np.bincount(group, minlength=len(group))[group] > 1
+    straddling = sum(per_group(split == name) for name in SPLITS) > 1
+    with_test, with_val = per_group(official == "test"), per_group(official == "val")
+    near_test = with_test & (split != "test")
+    near_val = with_val & ~with_test & (split == "train")
     keep = ~(near_test | near_val)
-    moved = keep & straddling & (split == "val") & (official == "train")
-    moved &= ~with_val.to_numpy()
+    moved = keep & straddling & (split == "val") & (official == "train") & ~with_val
+    repeated = faces.assign(split=split, _group=group)[in_group]  # before the changes
     split = np.where(moved, "train", split)
-    sources = faces["source"].to_numpy(dtype=object)
-    pair_sources = pd.Series(
-        [" + ".join(sorted((sources[i], sources[j]))) for i, j in pairs], dtype=object
-    )
-    repeated = faces.assign(split=frame["split"], _group=group)[in_group]
+    codes, names = pd.factorize(faces["source"], sort=True)
+    low, high = np.sort(codes[pairs], axis=1).T if len(pairs) else ([], [])
+    pair_sources = pd.Series(np.asarray(low) * len(names) + high, dtype=np.int64).value_counts()
     across = repeated.groupby("_group")["split"].nunique() > 1
     summary = {
         "max_bits": k,
         "pairs": len(pairs),
-        "pairs_by_sources": {key: int(n) for key, n in pair_sources.value_counts().items()},
+        "pairs_by_sources": {
+            f"{names[key // len(names)]} + {names[key % len(names)]}": int(n)
+            for key, n in pair_sources.items()
+        },
         "groups": int(repeated["_group"].nunique()),
         "rows": len(repeated),
         "largest_group": int(repeated.groupby("_group").size().max()) if len(repeated) else 0,
