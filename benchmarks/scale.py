@@ -7,8 +7,8 @@ FER+ and RAF-DB alone), in a throwaway copy of the project:
    memory (the sum of the resident memory of the Kedro process and its workers,
    sampled every 0.2 s; and the largest single process);
 2. the training setup of each rank (``rank_data``: read the labels, decode its share of
-   train and val at ``--storage-size``) with 1 and 2 ranks: peak resident memory of
-   the rank's process.
+   train and val at ``--storage-size``) with 1 and 2 ranks: the memory it holds once
+   done (resident memory after minus before) and the peak of the rank's process.
 
 It prints a table, writes it as JSON and a plot of time and memory against the number
 of faces (``--out``), and compares the planted near-duplicates of each release
@@ -42,14 +42,18 @@ from fer_pipeline.near_duplicates import components, hamming_pairs
 
 RANK_SETUP = """
     import resource, sys
+    import psutil
     from fer_pipeline.modelling.config import TrainConfig
     from fer_pipeline.modelling.distributed import Ranks
     from fer_pipeline.modelling.train import rank_data
     from fer_pipeline.shards import Shards
     train, val, size, rank, world = sys.argv[1:]
     config = TrainConfig(image_size=int(size), storage_size=int(size))
+    before = psutil.Process().memory_info().rss
     data = rank_data(Shards(train), Shards(val), config, Ranks(int(rank), int(world)))
-    print(len(data[0]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    after = psutil.Process().memory_info().rss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(len(data[0]), before, after, peak)
 """
 
 
@@ -88,9 +92,10 @@ def rank_memory(root: Path, size: int) -> dict[str, float]:
         result = subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
         )
-        images, peak_kb = result.stdout.split()[-2:]
-        figures[f"rank_peak_gb_{world}"] = int(peak_kb) / 1024**2
-        figures[f"rank_images_{world}"] = int(images)
+        images, before, after, peak = map(int, result.stdout.split()[-4:])
+        figures[f"rank_images_{world}"] = images
+        figures[f"rank_data_gb_{world}"] = (after - before) / 1e9  # what rank_data holds
+        figures[f"rank_peak_gb_{world}"] = peak / 1e9
     return figures
 
 
@@ -181,8 +186,8 @@ def plot(rows: list[dict], path: Path) -> None:
     left.plot(faces, [r["seconds"] / 60 for r in rows], "o-")
     left.set(xlabel="faces", ylabel="minutes", title="data_processing wall time")
     right.plot(faces, [r["tree_peak_gb"] for r in rows], "o-", label="data_processing")
-    right.plot(faces, [r["rank_peak_gb_1"] for r in rows], "s--", label="training setup, 1 rank")
-    right.plot(faces, [r["rank_peak_gb_2"] for r in rows], "^--", label="per rank, 2 ranks")
+    right.plot(faces, [r["rank_data_gb_1"] for r in rows], "s--", label="decoded share, 1 rank")
+    right.plot(faces, [r["rank_data_gb_2"] for r in rows], "^--", label="decoded share, 2 ranks")
     right.set(xlabel="faces", ylabel="GB", title="peak memory")
     right.legend()
     fig.tight_layout()
@@ -194,7 +199,7 @@ def main() -> None:
     parser.add_argument(
         "--release", action="append", required=True, help="an AffectNet release, or none"
     )
-    parser.add_argument("--storage-size", type=int, default=64, help="decode side per rank")
+    parser.add_argument("--storage-size", type=int, default=112, help="decode side per rank")
     parser.add_argument("--out", type=Path, required=True, help="folder for scale.json/.png")
     parser.add_argument("--scratch", type=Path, help="where the scratch projects go")
     args = parser.parse_args()
