@@ -64,17 +64,8 @@ from _scratch import SHARED_DATA
 from pyarrow import csv as pa_csv
 from tqdm import tqdm
 
-COLUMNS = (
-    "subDirectory_filePath",
-    "face_x",
-    "face_y",
-    "face_width",
-    "face_height",
-    "facial_landmarks",
-    "expression",
-    "valence",
-    "arousal",
-)
+from fer_pipeline.datasets.affectnet import OFFICIAL_COLUMNS
+
 TRAINING_COUNTS = (74874, 134415, 25459, 14090, 6378, 3803, 24882, 3750, 33088, 11645, 82415)
 """Rows per expression code 0-10 in the real ``training.csv``: 0 neutral, 1 happy, 2 sad,
 3 surprise, 4 fear, 5 disgust, 6 anger, 7 contempt, 8 none, 9 uncertain, 10 no-face."""
@@ -659,7 +650,7 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack:
         files = [stack.enter_context(open(args.out / name, "w")) for name, _ in parts]
         for file in files:
-            file.write(",".join(COLUMNS) + "\n")
+            file.write(",".join(OFFICIAL_COLUMNS) + "\n")
         if args.workers == 1:
             _init(faces, args.seed, args.out)
             results = map(make_chunk, chunks)

@@ -12,6 +12,7 @@ import pandas as pd
 from conftest import catalog_of, make_project, raises_in_chain
 
 from fer_pipeline.datasets import AffectNetRelease, HuggingFaceFaces
+from fer_pipeline.datasets.affectnet import OFFICIAL_COLUMNS
 from fer_pipeline.errors import InputDataError, SourceNotFoundError
 from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
@@ -46,18 +47,7 @@ def write_affectnet_release(root: Path, faces: list[bytes], codes: dict[str, lis
             landmarks = ";".join(str(v) for v in range(136))
             rows.append((relative, x, y, w, h, landmarks, code, 0.1, -0.2))
             k += 1
-        columns = [
-            "subDirectory_filePath",
-            "face_x",
-            "face_y",
-            "face_width",
-            "face_height",
-            "facial_landmarks",
-            "expression",
-            "valence",
-            "arousal",
-        ]
-        pd.DataFrame(rows, columns=columns).to_csv(root / csv, index=False)
+        pd.DataFrame(rows, columns=list(OFFICIAL_COLUMNS)).to_csv(root / csv, index=False)
     return root
 
 

@@ -16,21 +16,13 @@ import pytest
 import simplejpeg
 from conftest import PROJECT, SHARED_DATA
 
+from fer_pipeline.datasets.affectnet import OFFICIAL_COLUMNS
+
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 import scale_data  # noqa: E402
 
 SCRIPT = PROJECT / "benchmarks" / "scale_data.py"
-COLUMNS = [
-    "subDirectory_filePath",
-    "face_x",
-    "face_y",
-    "face_width",
-    "face_height",
-    "facial_landmarks",
-    "expression",
-    "valence",
-    "arousal",
-]
+COLUMNS = list(OFFICIAL_COLUMNS)
 ARGS = ["--faces", "300", "--auto", "50", "--exact-duplicates", "5", "--near-duplicates", "6"]
 FOLDERS = {
     "training.csv": "Manually_Annotated_Images",

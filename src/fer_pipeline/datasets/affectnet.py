@@ -16,6 +16,15 @@ from fer_pipeline.schema import AUTOMATIC, MANUAL
 CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 AUTOMATIC_CSV = "automatically_annotated.csv"
 BOX_COLUMNS = ("face_x", "face_y", "face_width", "face_height")
+OFFICIAL_COLUMNS = (
+    "subDirectory_filePath",
+    *BOX_COLUMNS,
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+)
+"""The columns of AffectNet's CSV files, in their order."""
 REQUIRED_COLUMNS = ("subDirectory_filePath", *BOX_COLUMNS, "expression")
 
 
