@@ -2,10 +2,11 @@
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
         --rdzv-endpoint HOST:29500 --rdzv-id fer1 -m fer_pipeline.train \\
-        --train train.parquet --val val.parquet --params params.yml --out run/
+        --train train/ --val val/ --params params.yml --out run/
 
-``--train`` / ``--val``: split tables as the pipeline writes them (``image``, ``label``,
-``soft_label``, ``source``); ``--params``: a YAML file of ``TrainConfig`` keys, at its
+``--train`` / ``--val``: split shards as the pipeline writes them (folders of
+``part-*.parquet`` with ``image``, ``label``, ``soft_label``, ``source``), of which each
+rank decodes only its share; ``--params``: a YAML file of ``TrainConfig`` keys, at its
 top level or under ``training:`` (``conf/<env>/parameters_training.yml`` works as it
 is). Rank 0 writes ``model.safetensors`` and ``history.csv`` into ``--out`` (each
 atomically) and, after every epoch, the checkpoint (default ``--out/checkpoint.pt``)
@@ -40,8 +41,8 @@ logger = logging.getLogger("fer_pipeline.train")
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, required=True, help="training split (parquet)")
-    parser.add_argument("--val", type=Path, required=True, help="validation split (parquet)")
+    parser.add_argument("--train", type=Path, required=True, help="training split (shards)")
+    parser.add_argument("--val", type=Path, required=True, help="validation split (shards)")
     parser.add_argument("--params", type=Path, help="YAML of training parameters")
     parser.add_argument("--out", type=Path, required=True, help="folder for the outputs")
     parser.add_argument("--checkpoint", type=Path, help="default: OUT/checkpoint.pt")
