@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from kedro.framework.session import KedroSession
@@ -115,8 +116,15 @@ def kedro_run(monkeypatch: pytest.MonkeyPatch) -> Runner:
     def run(project: Path, *pipelines: str, env: str | None = None) -> dict:
         monkeypatch.chdir(project)
         bootstrap_project(project)
-        with KedroSession.create(project_path=project, env=env) as session:
-            return session.run(pipeline_names=list(pipelines))
+        try:
+            with KedroSession.create(project_path=project, env=env) as session:
+                return session.run(pipeline_names=list(pipelines))
+        finally:
+            # The run, finished or failed, stays in MLflow's active-run stack
+            # (docs/known-limits.md) with its system-metrics thread, which holds a
+            # database connection: a few dozen such runs exhaust the pool.
+            while mlflow.active_run():
+                mlflow.end_run()
 
     return run
 

@@ -188,11 +188,12 @@ def test_the_loop_learns_real_faces(shared_data, tmp_path):
     from conftest import write_ferplus_subset
 
     from fer_pipeline.datasets import FerPlusRelease
+    from fer_pipeline.images import encode_png
     from fer_pipeline.modelling.tensors import images_to_tensor
     from fer_pipeline.modelling.train import fit
 
-    table = FerPlusRelease(str(write_ferplus_subset(shared_data, tmp_path, rows=48))).load()
-    images = images_to_tensor(list(table["image"]), 32)
+    table = FerPlusRelease(str(write_ferplus_subset(shared_data, tmp_path, rows=48))).load().table
+    images = images_to_tensor([encode_png(pixels) for pixels in table["pixels"]], 32)
     labels = torch.from_numpy(table["label_orig"].to_numpy())
     config = TrainConfig(
         image_size=32,

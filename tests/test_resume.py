@@ -33,11 +33,12 @@ def _data(shared: Path, n: int = 384, size: int = 32):
     from conftest import write_ferplus_subset
 
     from fer_pipeline.datasets import FerPlusRelease
+    from fer_pipeline.images import encode_png
     from fer_pipeline.modelling.tensors import images_to_tensor
 
     root = write_ferplus_subset(shared, Path(os.environ["RESUME_TMP"]) / "ferplus", rows=n)
-    table = FerPlusRelease(str(root)).load()
-    images = images_to_tensor(list(table["image"]), size)
+    table = FerPlusRelease(str(root)).load().table
+    images = images_to_tensor([encode_png(pixels) for pixels in table["pixels"]], size)
     labels = torch.from_numpy(table["label_orig"].to_numpy() % 7)
     targets = torch.eye(7)[labels]
     return images[:320], targets[:320], images[320:], labels[320:]

@@ -29,6 +29,7 @@ from fer_pipeline.serving.app import Settings, create_app, load_model
 from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.local import local_server
 from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
+from fer_pipeline.shards import Shards, write_shards
 
 DETECTOR = {
     "detector": "haar",
@@ -173,8 +174,10 @@ def test_export_parity_and_int8_on_real_images(
         "timing_faces": 3,
         "seed": 0,
     }
+    write_shards([pd.DataFrame({"image": calibration})], tmp_path / "val", row_group_rows=16)
+    write_shards([test], tmp_path / "test", row_group_rows=16)
     onnx_model, int8_model, script_model, report = exported_models(
-        bundle, pd.DataFrame({"image": calibration}), test, params
+        bundle, Shards(tmp_path / "val"), Shards(tmp_path / "test"), params
     )
     assert report["images"] == 16
     assert max(report["max_abs_logit_difference"].values()) <= 1e-4
