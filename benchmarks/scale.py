@@ -39,6 +39,7 @@ import yaml
 from _scratch import SHARED_DATA, scratch_project
 
 from fer_pipeline.near_duplicates import components, hamming_pairs
+from fer_pipeline.versions import latest_complete
 
 RANK_SETUP = """
     import resource, sys
@@ -77,14 +78,12 @@ def watch(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float
     return {"seconds": time.perf_counter() - started, "tree_peak_gb": tree_peak / 1e9}
 
 
-def latest(root: Path, relative: str) -> Path:
-    """The newest version of a versioned output of the scratch project."""
-    return sorted((root / relative).glob(f"*/{Path(relative).name}"))[-1]
-
-
 def rank_memory(root: Path, size: int) -> dict[str, float]:
     """Peak memory of one rank's training setup, with 1 and with 2 ranks."""
-    train, val = latest(root, "data/05_model_input/train"), latest(root, "data/05_model_input/val")
+    train, val = (
+        latest_complete(root / "data/05_model_input/train"),
+        latest_complete(root / "data/05_model_input/val"),
+    )
     figures = {}
     for world in (1, 2):
         code = textwrap.dedent(RANK_SETUP)
@@ -108,7 +107,7 @@ def near_duplicates(release: Path | None, root: Path) -> dict[str, object]:
     if release is None or not (release / "planted.csv").exists():
         return {}
     planted = pd.read_csv(release / "planted.csv", dtype=str)
-    faces = pd.read_parquet(latest(root, "data/03_primary/faces_all.parquet"))
+    faces = pd.read_parquet(latest_complete(root / "data/03_primary/faces_all.parquet"))
     faces = faces.drop_duplicates("pixel_hash").reset_index(drop=True)
     key = faces["source"] + ":" + faces["source_id"]
     where = {k: i for i, k in enumerate(key)}
@@ -127,7 +126,7 @@ def near_duplicates(release: Path | None, root: Path) -> dict[str, object]:
             "pairs": len(found),
             "largest_group": int(np.bincount(group).max()),
         }
-    index = pd.read_parquet(latest(root, "data/03_primary/split_index.parquet"))
+    index = pd.read_parquet(latest_complete(root / "data/03_primary/split_index.parquet"))
     split = dict(zip(index["source"] + ":" + index["source_id"], index["split"]))
     straddle = sum(x in split and y in split and split[x] != split[y] for x, y in zip(a, b))
     return {
@@ -156,7 +155,9 @@ def measure(release: Path | None, size: int, keep: Path | None) -> dict[str, flo
             "KEDRO_DISABLE_TELEMETRY": "1",
         }
         run = watch(["kedro", "run", "--pipelines", "data_processing"], root, env)
-        report = json.loads(latest(root, "data/08_reporting/data_report.json").read_text())
+        report = json.loads(
+            latest_complete(root / "data/08_reporting/data_report.json").read_text()
+        )
         faces = sum(report["sizes"].values())
         listed = sum(
             len(pd.read_parquet(f, columns=["source"]))

@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 ExecutorKind = Literal["processes", "dask"]
 
 
+def worker_count(workers: int | None) -> int:
+    """``workers``, or one per core when it is ``None``."""
+    return workers or os.cpu_count() or 1
+
+
 @contextmanager
 def open_executor(
     kind: ExecutorKind, workers: int | None = None, address: str | None = None
@@ -29,7 +34,7 @@ def open_executor(
     """``processes``: ``workers`` local processes (default: one per core). ``dask``: the
     Dask cluster whose scheduler is at ``address`` (its workers must see the same paths),
     or, without one, a ``LocalCluster`` of ``workers`` single-threaded processes."""
-    workers = workers or os.cpu_count() or 1
+    workers = worker_count(workers)
     if kind == "processes":
         # forkserver: a fork of a process running threads (MLflow's metrics) can deadlock;
         # the server imports the project once, and every worker is a fork of it.

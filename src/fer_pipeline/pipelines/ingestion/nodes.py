@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -11,7 +10,7 @@ from tqdm.auto import tqdm
 
 from fer_pipeline.datasets.base import Release, SourceDataset
 from fer_pipeline.errors import InputDataError
-from fer_pipeline.executors import bounded_map, open_executor
+from fer_pipeline.executors import bounded_map, open_executor, worker_count
 from fer_pipeline.images import (
     decode_image,
     encode_jpeg,
@@ -91,7 +90,7 @@ def _face_shards(
         open_executor(config.executor, config.workers, config.dask_address) as executor,
         tqdm(total=len(faces), desc=f"{reader.source}: faces", unit="img", mininterval=2) as bar,
     ):
-        window = 2 * (config.workers or os.cpu_count() or 1)
+        window = 2 * worker_count(config.workers)
         for shard in bounded_map(executor, face_shard, chunks, window):
             bar.update(len(shard))
             yield shard
