@@ -38,7 +38,8 @@ import psutil
 import yaml
 from _scratch import SHARED_DATA, scratch_project
 
-from fer_pipeline.near_duplicates import components, hamming_pairs
+from fer_pipeline.near_duplicates import components
+from fer_pipeline.pipelines.splitting.nodes import _near_pairs
 from fer_pipeline.versions import latest_complete
 
 RANK_SETUP = """
@@ -99,9 +100,10 @@ def rank_memory(root: Path, size: int) -> dict[str, float]:
 
 
 def near_duplicates(release: Path | None, root: Path) -> dict[str, object]:
-    """How the planted pairs of ``planted.csv`` fare: for each distance ``k``, how many
-    planted near copies are in one group (recall) and how many other pairs the search
-    links (the generator reuses each real face, flipped and recoloured, so some are
+    """How the planted pairs of ``planted.csv`` fare: for each distance ``k``, with the
+    hashes alone and with the thumbnails compared as the run's setting does, how many
+    planted near copies are in one group (recall) and how many pairs the search links
+    (the generator reuses each real face, flipped and recoloured, so some are
     look-alikes, not errors); and with the run's own setting, how many planted pairs
     straddle the final splits."""
     if release is None or not (release / "planted.csv").exists():
@@ -116,16 +118,20 @@ def near_duplicates(release: Path | None, root: Path) -> dict[str, object]:
     near = (planted["kind"] == "near").to_numpy()
     pairs = [(where.get(x), where.get(y)) for x, y in zip(a, b)]
     kept = np.array([i is not None and j is not None for i, j in pairs])
+    correlation = yaml.safe_load((root / "conf/base/parameters_splitting.yml").read_text())[
+        "splitting"
+    ]["near_duplicate_correlation"]
     sweep = {}
     for k in (0, 2, 4, 6, 8, 10):
-        found = hamming_pairs(faces["phash"].to_numpy(), k)
-        group = components(len(faces), found)
-        hit = np.array([ok and group[i] == group[j] for (i, j), ok in zip(pairs, kept)])
-        sweep[k] = {
-            "near_recall": float(hit[near & kept].mean()) if (near & kept).any() else None,
-            "pairs": len(found),
-            "largest_group": int(np.bincount(group).max()),
-        }
+        for verified in (None, correlation):
+            found, _ = _near_pairs(faces, k, verified)
+            group = components(len(faces), found)
+            hit = np.array([ok and group[i] == group[j] for (i, j), ok in zip(pairs, kept)])
+            sweep[f"{k} bits" + (f", thumbnails >= {verified}" if verified else "")] = {
+                "near_recall": float(hit[near & kept].mean()) if (near & kept).any() else None,
+                "pairs": len(found),
+                "largest_group": int(np.bincount(group).max()),
+            }
     index = pd.read_parquet(latest_complete(root / "data/03_primary/split_index.parquet"))
     split = dict(zip(index["source"] + ":" + index["source_id"], index["split"]))
     straddle = sum(x in split and y in split and split[x] != split[y] for x, y in zip(a, b))

@@ -104,14 +104,15 @@ def test_no_image_is_in_two_splits_and_official_tests_are_held_out(full_run):
     ferplus = catalog.load("ferplus.labelled")
     private = ferplus[ferplus["source_split"] == "test"]
     assert set(private["source_id"]) == set(parts["test"].query("source == 'ferplus'")["source_id"])
-    # FER+ validation is PublicTest; RAF-DB gives a stratified 10% of its pool.
+    # FER+ validation is PublicTest; RAF-DB gives a stratified 10% of its pool, less the
+    # near copies of training images that join them in train (a few per class).
     val = parts["val"]
     assert set(val.query("pool == 'ferplus'")["source_split"]) == {"val"}
     rafdb_pool = pd.concat([parts["train"], val]).query("pool == 'rafdb'")
     share = (
         val.query("pool == 'rafdb'")["label"].value_counts() / rafdb_pool["label"].value_counts()
     )
-    assert share.between(0.09, 0.11).all(), share
+    assert share.between(0.08, 0.11).all(), share
 
 
 def test_model_input_columns_and_types(full_run):

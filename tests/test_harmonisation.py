@@ -27,6 +27,7 @@ def _faces(votes: list[list[int]] | None = None, labels: list | None = None) -> 
             "origin": [f"file.csv line {i + 2}" for i in range(n)],
             "pixel_hash": [f"{i}" for i in range(n)],
             "phash": 0,
+            "thumbnail": b"",
             "height": 48,
             "width": 48,
             "channels": 1,

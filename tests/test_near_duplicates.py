@@ -128,3 +128,66 @@ def test_components_of_hamming_pairs(hashes, distances):
     assert (labels[i] == labels[j]).all()
     assert (labels <= np.arange(len(hashes))).all()
     assert (labels[labels] == labels).all()
+
+
+@pytest.fixture(scope="module")
+def real_faces(shared_data) -> list[np.ndarray]:
+    """40 RAF-DB training faces (100 x 100 RGB), decoded."""
+    from fer_pipeline.datasets import RafDbRelease
+    from fer_pipeline.images import decode_image
+
+    release = RafDbRelease(str(shared_data / "rafdb/basic")).load()
+    rows = release.table[release.table["source_split"] == "train"].head(40)
+    return [decode_image(data) for data in release.reader.images(rows)]
+
+
+def _copy(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A near copy as the planted ones of ``benchmarks/scale_data.py``: scaled by
+    0.8-1.25, the box shifted and resized by up to 4 % of the side, re-encoded."""
+    import cv2
+
+    from fer_pipeline.images import decode_image, encode_jpeg
+
+    side = face.shape[0]
+    big = cv2.resize(face, (2 * side, 2 * side), interpolation=cv2.INTER_CUBIC)
+    dx, dy, dw = (rng.uniform(-0.04, 0.04, 3) * 2 * side).round().astype(int)
+    x0, y0 = max(0, dx), max(0, dy)
+    crop = big[y0 : y0 + 2 * side + dw, x0 : x0 + 2 * side + dw]
+    scaled = round(side * rng.uniform(0.8, 1.25))
+    crop = cv2.resize(crop, (scaled, scaled), interpolation=cv2.INTER_AREA)
+    return decode_image(encode_jpeg(crop, int(rng.integers(60, 90))))
+
+
+def test_shifted_thumbnails_tell_copies_from_other_faces(real_faces):
+    """Every shifted, rescaled, re-encoded copy of a real face correlates at least 0.85
+    with it (the default ``near_duplicate_correlation``); most other faces do not."""
+    from fer_pipeline.images import NEAR_THUMBNAIL_SIDE, near_thumbnail
+
+    rng = np.random.default_rng(0)
+    side = NEAR_THUMBNAIL_SIDE
+    images = real_faces + [_copy(face, rng) for face in real_faces]
+    small = np.stack(
+        [np.frombuffer(near_thumbnail(x), np.uint8).reshape(side, side) for x in images]
+    )
+    n = len(real_faces)
+    copies = np.stack([np.arange(n), np.arange(n) + n], axis=1)
+    others = np.stack(np.nonzero(np.triu(np.ones((n, n), bool), 1)), axis=1)
+    assert near_duplicates.shifted_correlation(small, copies).min() >= 0.85
+    other = near_duplicates.shifted_correlation(small, others)
+    assert np.median(other) < 0.6 and (other >= 0.85).mean() < 0.02
+    itself = near_duplicates.shifted_correlation(small, np.array([[0, 0]]))
+    np.testing.assert_allclose(itself, 1.0, atol=1e-5)
+
+
+def test_shifted_correlation_finds_the_shift_and_handles_blank_windows():
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 256, (26, 26), dtype=np.uint8)
+    small = np.stack([texture[3:23, 3:23], texture[5:25, 4:24], np.full((20, 20), 7, np.uint8)])
+    pairs = np.array([[0, 1], [1, 0], [0, 2], [2, 2]])
+    got = near_duplicates.shifted_correlation(small, pairs, step=3)  # two chunks
+    np.testing.assert_allclose(got[:2], 1.0, atol=1e-5)  # shifted by (2, 1): found
+    assert got[2] == 0 and got[3] == 0  # a uniform window correlates with nothing
+    unshifted = near_duplicates.shifted_correlation(small, pairs[:1], shift=0)
+    assert unshifted[0] < 0.5
+    with pytest.raises(ValueError, match="side"):
+        near_duplicates.shifted_correlation(small[:, :4, :4], pairs, shift=2)

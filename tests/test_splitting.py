@@ -9,7 +9,13 @@ from fer_pipeline.pipelines.merging.nodes import merged_faces
 from fer_pipeline.pipelines.splitting.nodes import split_faces as split_index
 from fer_pipeline.schema import SPLITS
 
-SPLITTING = {"val_fraction": 0.1, "seed": 7, "examples": 3, "near_duplicate_bits": 0}
+SPLITTING = {
+    "val_fraction": 0.1,
+    "seed": 7,
+    "examples": 3,
+    "near_duplicate_bits": 0,
+    "near_duplicate_correlation": None,
+}
 
 
 def split_faces(faces: pd.DataFrame, splitting: dict):
@@ -34,6 +40,7 @@ def _faces(rows: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
         pool=table["source"],
         origin="o",
         phash=np.arange(n),
+        thumbnail=[np.random.default_rng(i).bytes(400) for i in range(n)],  # unrelated
         height=1,
         width=1,
         channels=1,
@@ -137,3 +144,16 @@ def test_near_duplicates_stay_in_one_split():
         split_of(2, seed)[1]["near_duplicates"]["rows_moved_val_to_train"] for seed in range(12)
     ]
     assert any(moved)  # the sampling did split the pair at least once, and it was mended
+
+    # With the thumbnails compared, a candidate pair is linked only when they match:
+    # a and b are one picture, c and d (and the RAF-DB pair) are not.
+    faces.loc[faces["source_id"] == "a", "thumbnail"] = faces.loc[1, "thumbnail"]
+    index, summary = split_index(
+        faces,
+        {**SPLITTING, "near_duplicate_bits": 2, "near_duplicate_correlation": 0.85},
+    )
+    split = dict(zip(index["source_id"], index["split"]))
+    assert "a" not in split and split["c"] == "train" and split["d"] == "val"
+    near = summary["near_duplicates"]
+    assert (near["candidates"], near["pairs"], near["min_correlation"]) == (3, 1, 0.85)
+    assert "thumbnail" not in index.columns

@@ -21,6 +21,9 @@ R = TypeVar("R")
 
 PHASH_SIZE = 32
 """Side of the grayscale thumbnail a perceptual hash is computed from."""
+NEAR_THUMBNAIL_SIDE = 20
+"""Side of the grayscale thumbnail stored with each face, on which near-duplicate
+candidates are compared (``near_duplicates.shifted_correlation``)."""
 _CHUNK = 256
 MIN_SIDE = 8
 """Images with a shorter side are refused: a line of pixels, not a photo, and too thin
@@ -220,6 +223,12 @@ def pixel_hash(pixels: np.ndarray) -> str:
 def phash_thumbnail(pixels: np.ndarray) -> np.ndarray:
     """The ``PHASH_SIZE`` square grayscale thumbnail that ``phashes`` reads."""
     return cv2.resize(to_gray(pixels), (PHASH_SIZE, PHASH_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def near_thumbnail(pixels: np.ndarray) -> bytes:
+    """The ``NEAR_THUMBNAIL_SIDE`` square grayscale thumbnail of a face, as bytes."""
+    side = NEAR_THUMBNAIL_SIDE
+    return cv2.resize(to_gray(pixels), (side, side), interpolation=cv2.INTER_AREA).tobytes()
 
 
 def _dct_matrix(n: int) -> np.ndarray:

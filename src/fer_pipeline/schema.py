@@ -31,9 +31,10 @@ DROPPED_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "reason")
 MEASURE_COLUMNS: tuple[str, ...] = ("pixel_hash", "phash", "height", "width", "channels")
 """What ingestion measured of each stored face."""
 
-IMAGE_COLUMNS: tuple[str, ...] = ("image", *MEASURE_COLUMNS)
-"""The encoded face and its measurements: what ``<source>.faces`` adds to a release's
-rows."""
+IMAGE_COLUMNS: tuple[str, ...] = ("image", "thumbnail", *MEASURE_COLUMNS)
+"""The encoded face, a small grayscale copy of it for near-duplicate checks
+(``images.near_thumbnail``) and its measurements: what ``<source>.faces`` adds to a
+release's rows."""
 
 POSITION_COLUMNS: tuple[str, ...] = ("shard", "row")
 """Where a face lies in its source's ``<source>.faces`` shards."""
@@ -49,13 +50,14 @@ LABEL_COLUMNS: tuple[str, ...] = ("label", "label_name", "soft_label", "label_qu
 LABELLED_COLUMNS: tuple[str, ...] = (
     *ROW_COLUMNS,
     *MEASURE_COLUMNS,
+    "thumbnail",
     *POSITION_COLUMNS,
     *LABEL_COLUMNS,
 )
 """``<source>.labelled``: the slim table harmonisation, merging and splitting work on
 (no image bytes; ``shard`` and ``row`` say where each face is)."""
 
-SPLIT_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, *IMAGE_COLUMNS, *LABEL_COLUMNS, "pool")
+SPLIT_COLUMNS: tuple[str, ...] = (*ROW_COLUMNS, "image", *MEASURE_COLUMNS, *LABEL_COLUMNS, "pool")
 """``train``, ``val`` and ``test`` shards: ``pool`` is the source whose training pool a
 row is in."""
 

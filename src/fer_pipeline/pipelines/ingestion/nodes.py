@@ -15,6 +15,7 @@ from fer_pipeline.images import (
     decode_image,
     encode_jpeg,
     encode_png,
+    near_thumbnail,
     phash_thumbnail,
     phashes,
     pixel_hash,
@@ -48,18 +49,20 @@ def _stored(
 def face_shard(task: tuple[SourceDataset, pd.DataFrame, IngestionConfig]) -> pd.DataFrame:
     """One shard: the rows' faces, stored and measured (runs in a worker process)."""
     reader, rows, config = task
-    images, hashes, thumbnails, shapes = [], [], [], []
+    images, hashes, thumbnails, small, shapes = [], [], [], [], []
     for origin, item in zip(rows["origin"], reader.images(rows), strict=True):
         data, pixels = _stored(item, origin, reader, config)
         images.append(data)
         hashes.append(pixel_hash(pixels))
         thumbnails.append(phash_thumbnail(pixels))
+        small.append(near_thumbnail(pixels))
         shapes.append(pixels.shape)
     measured = pd.DataFrame(
         {
             "image": images,
             "pixel_hash": hashes,
             "phash": phashes(np.stack(thumbnails)),
+            "thumbnail": small,
             "height": [s[0] for s in shapes],
             "width": [s[1] for s in shapes],
             "channels": [s[2] if len(s) == 3 else 1 for s in shapes],

@@ -12,7 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_pipeline.near_duplicates import components, hamming_pairs  # noqa: E402
+from fer_pipeline.images import NEAR_THUMBNAIL_SIDE  # noqa: E402
+from fer_pipeline.near_duplicates import (  # noqa: E402
+    components,
+    hamming_pairs,
+    shifted_correlation,
+)
 from fer_pipeline.schema import (  # noqa: E402
     CLASSES,
     POSITION_COLUMNS,
@@ -60,16 +65,36 @@ def _exact_duplicates(faces: pd.DataFrame, examples: int) -> tuple[pd.DataFrame,
     return ranked[~removed].drop(columns=["_split", "_source"]), summary
 
 
+def _near_pairs(
+    faces: pd.DataFrame, k: int, min_correlation: float | None
+) -> tuple[np.ndarray, int]:
+    """Row pairs whose perceptual hashes differ in at most ``k`` bits and, unless
+    ``min_correlation`` is None, whose thumbnails correlate at least that much, one
+    shifted by up to 2 pixels; and the number of candidates the hashes gave."""
+    pairs = hamming_pairs(faces["phash"].to_numpy(), k)
+    candidates = len(pairs)
+    if min_correlation is not None and candidates:
+        rows = np.unique(pairs)  # only the candidates' thumbnails, as one array
+        side = NEAR_THUMBNAIL_SIDE
+        small = np.frombuffer(b"".join(faces["thumbnail"].to_numpy()[rows]), np.uint8)
+        small = small.reshape(len(rows), side, side)
+        pairs = pairs[shifted_correlation(small, np.searchsorted(rows, pairs)) >= min_correlation]
+    return pairs, candidates
+
+
 def _near_duplicates(
-    faces: pd.DataFrame, split: np.ndarray, k: int, examples: int
+    faces: pd.DataFrame, split: np.ndarray, splitting: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Groups of distinct images whose perceptual hashes differ in at most ``k`` bits
-    (linked pairs: resized, re-encoded, shifted copies), kept in one split: a group with
+    """Groups of distinct images whose perceptual hashes differ in at most
+    ``near_duplicate_bits`` bits and whose thumbnails correlate at least
+    ``near_duplicate_correlation`` (linked pairs: resized, re-encoded, shifted copies),
+    kept in one split: a group with
     an official test image keeps only its test images, one with an official val image
     loses its train images, and one across train and a sampled val goes to train.
     Returns each row's group (the index of its first row), the rows kept, their split
     (changed), and a summary."""
-    pairs = hamming_pairs(faces["phash"].to_numpy(), k)
+    k, min_correlation = splitting["near_duplicate_bits"], splitting["near_duplicate_correlation"]
+    pairs, candidates = _near_pairs(faces, k, min_correlation)
     group = components(len(faces), pairs)
     official = faces["source_split"].to_numpy(dtype=object)
 
@@ -92,6 +117,8 @@ def _near_duplicates(
     across = repeated.groupby("_group")["split"].nunique() > 1
     summary = {
         "max_bits": k,
+        "min_correlation": min_correlation,
+        "candidates": candidates,
         "pairs": len(pairs),
         "pairs_by_sources": {
             f"{names[key // len(names)]} + {names[key % len(names)]}": int(n)
@@ -105,7 +132,8 @@ def _near_duplicates(
         "rows_removed_near_val": int(near_val.sum()),
         "rows_moved_val_to_train": int(moved.sum()),
         "examples": [
-            _members(repeated[repeated["_group"] == key]) for key in across[across].index[:examples]
+            _members(repeated[repeated["_group"] == key])
+            for key in across[across].index[: splitting["examples"]]
         ],
     }
     return group, keep, split, summary
@@ -135,21 +163,18 @@ def split_faces(
     ``split`` (train, val or test), and keep each group of near-duplicates
     (``near_duplicate_bits``; ``near_group``) in one split; rows sorted by source and id.
     Also a summary of the duplicates and near-duplicates found."""
-    examples = splitting["examples"]
-    faces, duplicates = _exact_duplicates(faces_all, examples)
+    faces, duplicates = _exact_duplicates(faces_all, splitting["examples"])
     faces = faces.sort_values(["source", "source_id"]).reset_index(drop=True)
     split = _assign_splits(faces, splitting["val_fraction"], splitting["seed"])
-    group, keep, split, near = _near_duplicates(
-        faces, split, splitting["near_duplicate_bits"], examples
-    )
+    group, keep, split, near = _near_duplicates(faces, split, splitting)
     summary = {
         "val_fraction": splitting["val_fraction"],
         "seed": splitting["seed"],
         "duplicates": duplicates,
         "near_duplicates": near,
     }
-    faces = faces.assign(split=split, near_group=group)[keep].reset_index(drop=True)
-    return faces, summary
+    faces = faces.assign(split=split, near_group=group)[keep].drop(columns="thumbnail")
+    return faces.reset_index(drop=True), summary
 
 
 def _split_parts(name: str, split_index: pd.DataFrame, faces: dict[str, Shards]):
