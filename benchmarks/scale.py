@@ -161,6 +161,7 @@ def measure(release: Path | None, size: int, keep: Path | None) -> dict[str, flo
             "KEDRO_DISABLE_TELEMETRY": "1",
         }
         run = watch(["kedro", "run", "--pipelines", "data_processing"], root, env)
+        print(f"data_processing: {json.dumps(run)}", flush=True)  # the rest takes a while
         report = json.loads(
             latest_complete(root / "data/08_reporting/data_report.json").read_text()
         )
