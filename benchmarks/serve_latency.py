@@ -7,9 +7,9 @@ faces: latency does not depend on the weights; and the latest fp32 and int8 expo
 single-face images, one request at a time:
 
 - in process: decode + detect + classify (``FaceRecogniser`` on ``OnnxClassifier``);
-- API: ``POST /predict`` to ``uvicorn fer_pipeline.serving.app:app`` serving the model
-  (``FER_ONNX_MODEL``), from a lean keep-alive client, in blocks alternating with the
-  in-process blocks on the same images (see ``alternating``);
+- API: ``POST /predict`` to ``uvicorn --factory fer_pipeline.serving.app:create_app``
+  serving the model (``FER_ONNX_MODEL``), from a lean keep-alive client, in blocks
+  alternating with the in-process blocks on the same images (see ``alternating``);
 - overhead: API p50 / in-process p50 (target <= 1.25).
 
 Then ``--clients`` concurrent clients on the first model, each retrying a 503 (the

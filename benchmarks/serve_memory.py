@@ -1,13 +1,14 @@
 """The API's memory under concurrent 40-megapixel uploads, and how long a one-face
 request waits meanwhile.
 
-Starts ``uvicorn fer_pipeline.serving.app:app`` with its default settings serving the
-project's latest export (``--project``, default this project), builds a 7280 x 5440
-(39.6-megapixel) PNG under the 10 MB upload limit with real RAF-DB faces on it, sends
-it from ``--uploads`` clients at once, and samples the server's resident memory every
-10 ms. While they run, one-face requests (light images: a worker of their own) are sent
-one after another. Prints the server's memory before and at its peak, the ceiling the
-settings imply, each upload's status and seconds, and the one-face latencies.
+Starts ``uvicorn --factory fer_pipeline.serving.app:create_app`` with its default
+settings serving the project's latest export (``--project``, default this project),
+builds a 7280 x 5440 (39.6-megapixel) PNG under the 10 MB upload limit with real RAF-DB
+faces on it, sends it from ``--uploads`` clients at once, and samples the server's
+resident memory every 10 ms. While they run, one-face requests (light images: a worker
+of their own) are sent one after another. Prints the server's memory before and at its
+peak, the ceiling the settings imply, each upload's status and seconds, and the one-face
+latencies.
 
     python benchmarks/serve_memory.py
 """
@@ -28,8 +29,9 @@ import psutil
 from _scratch import PROJECT, RAF_FACES
 
 from fer_pipeline.images import decode_image, encode_jpeg, encode_png
-from fer_pipeline.serving.app import LIGHT_WORKERS, Settings
 from fer_pipeline.serving.local import local_server
+from fer_pipeline.serving.service import LIGHT_WORKERS
+from fer_pipeline.serving.settings import ServingSettings
 
 DECODED_MB = 7280 * 5440 * 3 / 1e6
 
@@ -67,7 +69,7 @@ def main() -> None:
     with zipfile.ZipFile(RAF_FACES) as archive:
         face = decode_image(archive.read("aligned/test_0001_aligned.jpg"))
     small = encode_jpeg(cv2.copyMakeBorder(face, 30, 30, 30, 30, cv2.BORDER_CONSTANT), 90)
-    settings = Settings()
+    settings = ServingSettings()
     upload_mb = settings.max_upload_bytes / 1e6
     light_mb = LIGHT_WORKERS * (settings.light_pixels * 3 * 2 / 1e6 + 50)
     ceiling = (

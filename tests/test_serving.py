@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import struct
@@ -18,17 +19,20 @@ import pytest
 from conftest import catalog_of, make_project
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic_settings import SettingsError
 from serving_fixtures import GREY, SLOTS, photo
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg, read_header, resized_rgb
 from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.pipelines.export.nodes import exported_models
+from fer_pipeline.runtime.config import RecognitionConfig
 from fer_pipeline.schema import CLASSES
-from fer_pipeline.serving.app import Settings, create_app, load_model
+from fer_pipeline.serving.app import create_app, load_model
 from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.local import local_server
 from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
+from fer_pipeline.serving.settings import ServingSettings
 from fer_pipeline.shards import Shards, write_shards
 
 DETECTOR = {
@@ -47,8 +51,9 @@ def classifier(bundle) -> OnnxClassifier:
 
 @pytest.fixture(scope="module")
 def client(classifier):
-    settings = Settings(max_upload_bytes=2_000_000, max_pixels=4_000_000)
-    app = create_app(recogniser_from_params(classifier, DETECTOR), "test-version", settings)
+    settings = ServingSettings(max_upload_bytes=2_000_000, max_pixels=4_000_000)
+    recogniser = recogniser_from_params(classifier, DETECTOR)
+    app = create_app(settings, recogniser=recogniser, version="test-version")
     with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
@@ -68,7 +73,7 @@ def test_faces_below_min_face_are_skipped(faces, monkeypatch):
     assert FaceDetector("haar").detect(small) == []  # default: 48 px
     assert FaceDetector().detect(small) == []  # YuNet, the default detector, too
     monkeypatch.setenv("FER_MIN_FACE", "24")
-    assert Settings.from_env().min_face == 24
+    assert ServingSettings().recognition.min_face == 24
 
 
 def test_large_images_are_searched_downscaled(faces, monkeypatch):
@@ -281,7 +286,8 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def _app_client(classifier, **settings) -> TestClient:
-    app = create_app(recogniser_from_params(classifier, DETECTOR), "v", Settings(**settings))
+    recogniser = recogniser_from_params(classifier, DETECTOR)
+    app = create_app(ServingSettings(**settings), recogniser=recogniser, version="v")
     return TestClient(app, base_url="http://localhost")
 
 
@@ -320,7 +326,7 @@ def test_exif_orientation_sets_the_frame(client, faces):
 def test_upload_limits_refuse_before_reading_the_body():
     import asyncio
 
-    from fer_pipeline.serving.app import BodyLimit
+    from fer_pipeline.serving.middleware import BodyLimit
 
     async def never_called(scope, receive, send):
         raise AssertionError("the app ran")
@@ -409,8 +415,8 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(classifier, faces, monkeyp
 
     monkeypatch.setattr(recogniser.detector, "detect", held_on_big_images)
     big = encode_jpeg(cv2.resize(decode_image(photo(faces)), (2000, 1100)))
-    settings = Settings(workers=2, queue=0, light_pixels=100_000)  # photo(): 88,000 pixels
-    app = create_app(recogniser, "v", settings)
+    settings = ServingSettings(workers=2, queue=0, light_pixels=100_000)  # photo(): 88,000 px
+    app = create_app(settings, recogniser=recogniser, version="v")
     answers: list = []
     with TestClient(app, base_url="http://localhost") as client:
 
@@ -716,3 +722,156 @@ def test_an_unfinished_export_is_skipped(bundle, tmp_path, monkeypatch, caplog):
     (newest.parent / ".incomplete").unlink()
     with pytest.raises(ValueError, match=rf"{re.escape(str(newest))} is not a valid ONNX model"):
         load_model()
+
+
+def _project_parameters(project) -> dict:
+    """The parameters a ``kedro run`` in ``project`` gets."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project) as session:
+        return session.load_context().params
+
+
+def _served_recogniser() -> FaceRecogniser:
+    """The recogniser of ``create_app()`` as ``uvicorn --factory`` builds it, settings
+    from the environment and the project."""
+    app = create_app()
+    with TestClient(app, base_url="http://localhost") as client:
+        assert client.get("/health").status_code == 200
+        return app.state.service.recogniser
+
+
+def test_a_threshold_set_once_reaches_batch_inference_and_the_api(bundle, tmp_path, monkeypatch):
+    """``score_threshold``, ``margin`` and ``detect_max_side`` written once in the
+    project's ``inference`` parameters are those of batch inference's recogniser and of
+    the API's; ``FER_<KEY>`` overrides one key for the API alone, the others still from
+    the project; a bad value, from the environment or the parameters, stops the API's
+    start-up naming the variable or the parameter."""
+    import fer_pipeline.pipelines.inference.nodes as inference_nodes
+
+    inference = {"score_threshold": 0.77, "margin": 0.35, "detect_max_side": 1000}
+    project = make_project(tmp_path / "project", tmp_path / "raw", {"inference": inference})
+    model = tmp_path / "model.onnx"
+    model.write_bytes(to_onnx(bundle))
+
+    built = []  # batch inference: the recogniser its node builds from the run's parameters
+
+    def spy(classifier, params):
+        built.append(recogniser_from_params(classifier, params))
+        return built[-1]
+
+    monkeypatch.setattr(inference_nodes, "recogniser_from_params", spy)
+    parameters = _project_parameters(project)["inference"]
+    inference_nodes.predicted_faces([], model.read_bytes(), parameters)
+
+    monkeypatch.chdir(tmp_path)  # not the project: FER_PROJECT_PATH names it
+    for name in ("FER_MODEL_URI", "FER_INT8", "FER_KEDRO_ENV", "FER_DETECTOR", "FER_MIN_FACE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("FER_SCORE_THRESHOLD", "FER_MARGIN", "FER_DETECT_MAX_SIDE", "FER_YUNET_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FER_PROJECT_PATH", str(project))
+    monkeypatch.setenv("FER_ONNX_MODEL", str(model))
+    served = _served_recogniser()
+
+    for recogniser in (built[0], served):
+        assert recogniser.margin == 0.35 and recogniser.detector.method == "yunet"
+        assert recogniser.detector._score_threshold == 0.77
+        assert recogniser.detector.max_side == 1000
+
+    monkeypatch.setenv("FER_SCORE_THRESHOLD", "0.9")
+    overridden = _served_recogniser()
+    assert overridden.detector._score_threshold == 0.9
+    assert overridden.margin == 0.35 and overridden.detector.max_side == 1000
+
+    monkeypatch.setenv("FER_SCORE_THRESHOLD", "high")
+    monkeypatch.setenv("FER_DETECT_MAX_SIDE", "0")
+    with pytest.raises(SettingsError) as error:
+        create_app()
+    message = str(error.value)
+    assert "FER_SCORE_THRESHOLD='high': Input should be a valid number" in message
+    assert "FER_DETECT_MAX_SIDE='0': Input should be greater than 0" in message
+    monkeypatch.delenv("FER_SCORE_THRESHOLD")
+    monkeypatch.delenv("FER_DETECT_MAX_SIDE")
+    (project / "conf/local/parameters.yml").write_text("inference:\n  margin: -1\n")
+    with pytest.raises(
+        SettingsError,
+        match=r"inference\.margin: -1 in the parameters of .*"
+        r"\(or set FER_MARGIN\): Input should be greater than or equal to 0",
+    ):
+        create_app()
+
+
+def test_settings_from_the_environment(monkeypatch, tmp_path):
+    """Lists are comma-separated, the API key stays out of logs, and a bad or
+    contradictory value names its variable."""
+    monkeypatch.chdir(tmp_path)  # no project here: recognition keeps its defaults
+    monkeypatch.delenv("FER_PROJECT_PATH", raising=False)
+    monkeypatch.setenv("FER_ALLOWED_HOSTS", "api.example, localhost")
+    monkeypatch.setenv("FER_API_KEY", "s3cret")
+    monkeypatch.setenv("FER_CORS_ORIGINS", "")  # empty: unset
+    monkeypatch.setenv("fer_max_faces", "4")  # names are case-insensitive
+    settings = ServingSettings()
+    assert settings.allowed_hosts == ["api.example", "localhost"] and settings.cors_origins == []
+    assert settings.max_faces == 4 and settings.project_path == tmp_path.resolve()
+    assert "s3cret" not in repr(settings) and settings.api_key.get_secret_value() == "s3cret"
+    assert settings.recognition == RecognitionConfig()
+    monkeypatch.setenv("FER_WORKERS", "two")
+    with pytest.raises(SettingsError, match=r"FER_WORKERS='two': Input should be a valid int"):
+        ServingSettings()
+    monkeypatch.delenv("FER_WORKERS")
+    monkeypatch.setenv("FER_INT8", "1")
+    monkeypatch.setenv("FER_MODEL_URI", "models:/fer_pipeline@champion")
+    monkeypatch.delenv("FER_ONNX_MODEL", raising=False)
+    with pytest.raises(SettingsError, match="unset FER_INT8 or set FER_ONNX_MODEL"):
+        ServingSettings()
+
+
+def test_the_settings_tables_in_the_docs_are_the_class():
+    """docs/serving.md lists every setting with its default, as ``ServingSettings`` and
+    ``RecognitionConfig`` have them (``python -m fer_pipeline.serving.settings
+    docs/serving.md`` rewrites the tables); every ``FER_`` variable named in the
+    serving code is a setting."""
+    from conftest import PROJECT
+
+    from fer_pipeline.serving.settings import env_name, with_settings_tables
+
+    page = (PROJECT / "docs/serving.md").read_text()
+    assert with_settings_tables(page) == page, "run python -m fer_pipeline.serving.settings"
+    names = {env_name(n) for n in ServingSettings.model_fields} | {
+        env_name(n) for n in RecognitionConfig.model_fields
+    }
+    code = "".join(p.read_text() for p in (PROJECT / "src/fer_pipeline/serving").glob("*.py"))
+    assert set(re.findall(r"\bFER_[A-Z0-9_]*[A-Z0-9]\b", code)) - {"FER_<FIELD>"} <= names
+
+
+def test_the_api_reads_the_project_configuration_as_kedro_does():
+    from fer_pipeline import settings as project_settings
+    from fer_pipeline.serving.project import CONFIG_LOADER_ARGS
+
+    theirs = project_settings.CONFIG_LOADER_ARGS
+    assert set(CONFIG_LOADER_ARGS) == set(theirs)
+    assert set(CONFIG_LOADER_ARGS["custom_resolvers"]) == set(theirs["custom_resolvers"])
+    for key in ("base_env", "default_run_env", "merge_strategy"):
+        assert CONFIG_LOADER_ARGS[key] == theirs[key]
+
+
+def test_importing_the_api_builds_nothing():
+    """The API is a factory (``uvicorn --factory fer_pipeline.serving.app:create_app``):
+    importing it builds no app, reads no setting, and imports neither the inference
+    pipeline's package (its nodes: pandas, matplotlib) nor Kedro."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import fer_pipeline.serving.app as api; "
+        "print(hasattr(api, 'app'), sorted(m for m in ('pandas', 'matplotlib', 'kedro', "
+        "'fer_pipeline.pipelines.inference') if m in sys.modules))"
+    )
+    environ = {**os.environ, "FER_WORKERS": "not read at import"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False []"

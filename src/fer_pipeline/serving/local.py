@@ -17,9 +17,9 @@ from pathlib import Path
 def local_server(
     project: Path, env: dict[str, str] | None = None, log: Path | None = None, timeout: float = 120
 ) -> Iterator[str]:
-    """``uvicorn fer_pipeline.serving.app:app`` serving ``project``'s latest export on
-    127.0.0.1; yields its URL once ``/health`` answers (asked with ``FER_API_KEY`` when
-    it is set), and stops it on exit."""
+    """``uvicorn --factory fer_pipeline.serving.app:create_app`` serving ``project``'s
+    latest export on 127.0.0.1; yields its URL once ``/health`` answers (asked with
+    ``FER_API_KEY`` when it is set), and stops it on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -27,7 +27,8 @@ def local_server(
         sys.executable,
         "-m",
         "uvicorn",
-        "fer_pipeline.serving.app:app",
+        "--factory",
+        "fer_pipeline.serving.app:create_app",
         "--host",
         "127.0.0.1",
         "--port",

@@ -6,37 +6,22 @@ sets only what a run changes. The inference nodes' parameter is typed as
 key (``video_fsp``), a bad choice (``detector: dlib``), a wrong type or a value out of
 range (``video_fps: 0``) stops the run at once, naming the key and what it may be.
 
-``RecognitionConfig`` holds what finds and classifies faces (the detector, the smallest
-face, the crop margin...), apart from what batch inference adds, so that the API can share
-it. This module imports neither torch nor the pipeline's nodes.
+``InferenceConfig`` extends ``RecognitionConfig`` (``fer_pipeline.runtime.config``: what
+finds and crops faces), which the API shares: it reads the recognition keys of these same
+``inference`` parameters, and its ``FER_<KEY>`` environment variables override them
+(``fer_pipeline.serving.settings``). This module imports neither torch nor the pipeline's
+nodes.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
-from fer_pipeline.faces import DETECT_MAX_SIDE, MARGIN, MIN_FACE, SCORE_THRESHOLD
-from fer_pipeline.params import Params
+from fer_pipeline.runtime.config import RecognitionConfig
 
-
-def _existing_file(value: str | None) -> str | None:
-    if value is not None and not Path(value).is_file():
-        raise ValueError(f"no such file: {value!r} (null: the YuNet model shipped)")
-    return value
-
-
-class RecognitionConfig(Params):
-    """How faces are found (OpenCV's YuNet or Haar cascade) and cropped for the model."""
-
-    detector: Literal["yunet", "haar"] = "yunet"  # YuNet ships in the package
-    yunet_model: Annotated[str | None, AfterValidator(_existing_file)] = None  # another ONNX
-    min_face: int = Field(MIN_FACE, gt=0)  # smallest face side, pixels
-    score_threshold: float = Field(SCORE_THRESHOLD, gt=0, le=1)  # YuNet's confidence threshold
-    margin: float = Field(MARGIN, ge=0, allow_inf_nan=False)  # of the face size, each side
-    detect_max_side: int = Field(DETECT_MAX_SIDE, gt=0)  # larger images: searched downscaled
+__all__ = ["InferenceConfig", "RecognitionConfig"]
 
 
 class InferenceConfig(RecognitionConfig):
