@@ -1,5 +1,6 @@
 """A training run killed with SIGKILL resumes from its last checkpoint and ends with the
-same epochs, and the same weights, as a run that was never interrupted."""
+same epochs, and the same weights, as a run that was never interrupted; the Kedro node
+finds its checkpoint again when only run settings changed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -102,3 +104,36 @@ def test_corrupt_checkpoint_is_set_aside_and_the_run_starts_over(
     assert "unreadable" in caplog.text and checkpoint.with_suffix(".corrupt").exists()
     assert [row["epoch"] for row in history] == [1, 2] and bundle.spec.epochs == 2
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2  # a fresh one
+
+
+def test_the_node_resumes_after_the_checkpoints_moved_and_run_settings_changed(
+    small_raw, tmp_path, kedro_run
+):
+    """Moving the checkpoint to another ``checkpoint_dir`` and changing run settings
+    (``channels_last``, ``eval_batch_size``) keeps the checkpoint's name: the node
+    resumes from it, trains no epoch again and returns the same history."""
+    from conftest import catalog_of, make_project
+
+    from fer_pipeline.pipelines.training.nodes import train_model
+
+    project = make_project(tmp_path / "project", small_raw)
+    kedro_run(project, "data_processing")
+    catalog = catalog_of(project)
+    train, val = catalog.load("train"), catalog.load("val")
+    config = TrainConfig(
+        **{**CONFIG, "epochs": 2, "mix_prob": 0.0},
+        checkpoint_dir=str(tmp_path / "first"),
+    )
+    _, history, path = train_model(train, val, config)
+    moved = tmp_path / "second" / Path(path).name
+    moved.parent.mkdir()
+    Path(path).rename(moved)
+
+    written = moved.stat().st_mtime_ns
+
+    run_settings = {"checkpoint_dir": str(moved.parent), "channels_last": False}
+    again = replace(config, **run_settings, eval_batch_size=16)
+    _, resumed, resumed_path = train_model(train, val, again)
+    assert Path(resumed_path) == moved
+    assert moved.stat().st_mtime_ns == written  # no epoch trained, so none saved again
+    assert resumed.equals(history)

@@ -57,12 +57,29 @@ class BatchAugment:
         return normalise(x, self.mean, self.std)
 
 
+def mix_images(mixup: Mixup, x: torch.Tensor) -> float:
+    """Mixup/CutMix of the batch ``x`` in place (``mode="batch"``: one draw for the
+    whole batch, image ``i`` mixed with image ``n - 1 - i``, ``x.flip(0)``); returns the
+    weight of the images' own targets, 1.0 when the batch is left as it is.
+
+    The one call of a private timm method, ``Mixup._mix_batch``, kept here alone.
+    ``Mixup.__call__`` one-hot encodes integer labels, and timm releases before 1.0.31
+    (``pyproject.toml`` allows 1.0.15 on) have no public way to mix targets that are
+    already distributions; ``_mix_batch`` is the image half of that call, the same
+    code in every release from 1.0.15 to 1.0.31. ``tests/test_augment.py`` fails if a
+    timm release changes its name, signature or behaviour. With timm >= 1.0.31 the
+    public ``Mixup(..., multi_label=True, label_smoothing=0.0)(x, targets)`` gives the
+    same images and targets (that test checks it where installed).
+    """
+    return float(mixup._mix_batch(x))
+
+
 class SoftTargetMixer:
     """Label smoothing, then timm's batch Mixup/CutMix on images and soft targets.
 
     Hard labels go through timm's ``Mixup`` itself. Its public call one-hot encodes
     integer labels, so it cannot mix targets that are already distributions (the FER+
-    ``probability`` vote policy); this uses its image mixing (``_mix_batch``) and mixes
+    ``probability`` vote policy); this uses its image mixing (``mix_images``) and mixes
     the distributions with the same weight.
     """
 
@@ -94,6 +111,6 @@ class SoftTargetMixer:
         """Mix ``x`` in place; return it with the mixed targets (rows sum to 1)."""
         targets = targets * (1 - self.smoothing) + self.smoothing / self.num_classes
         if self.mixup is not None:
-            lam = self.mixup._mix_batch(x)  # mixes x in place, returns the target weight
+            lam = mix_images(self.mixup, x)
             targets = targets * lam + targets.flip(0) * (1 - lam)
         return x, targets

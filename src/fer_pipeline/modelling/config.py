@@ -27,9 +27,33 @@ def _number(value: Any) -> float | None:
         return None
 
 
+RUN_FIELDS = frozenset(
+    {
+        "device",
+        "channels_last",
+        "compile",
+        "data_on_device",
+        "eval_batch_size",  # validation only; the figures are sums over all images
+        "decoded_memory_gb",  # decoded once or per batch: the same pixels
+        "checkpoint_dir",
+        "nproc_per_node",  # their product, the world size, is in the key (TrainConfig.recipe)
+        "nnodes",
+        "rdzv_endpoint",
+    }
+)
+"""``TrainConfig`` fields that say where, on what and how fast a run trains, not what it
+trains: the resume checkpoint's key leaves them out, so that moving the checkpoints,
+turning ``compile`` on or moving to another GPU still resumes. They change the weights
+at most by rounding (``device``: also by the random draws of another device type, and
+``precision: auto`` follows the device). Every other field is the recipe: it changes
+the weights a run ends with, so a change starts afresh. A new field is recipe unless
+named here."""
+
+
 @dataclass
 class TrainConfig:
-    """The training recipe (defaults: the flagship ViT-Tiny run for a GPU)."""
+    """The training recipe (defaults: the flagship ViT-Tiny run for a GPU), then the run
+    settings (``RUN_FIELDS``)."""
 
     # The model
     model: str = "vit_tiny_patch16_224"  # any timm model name, fer_resnet18, or fer_cnn
@@ -61,21 +85,24 @@ class TrainConfig:
     soft_targets: bool = False  # train on soft_label (with FER+ vote_policy: probability)
     balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class weights)
     balance_power: float = 1.0  # class weight = frequency ** -power (0.5: 1/sqrt)
-    # The run
-    early_stopping_patience: int = 0  # epochs without a better `monitor`; 0: off
-    monitor: str = "val_accuracy"  # picks the best epoch, whose weights are kept
-    seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16, or fp16 with a grad scaler, on CUDA; fp32 on CPU)
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model
-    data_on_device: bool | str = "auto"  # keep the uint8 training set on the GPU when it fits
-    eval_batch_size: int = 256
+    # The data trained on
     train_subset: int | None = None  # a stratified sample of this many training images
     label_qualities: tuple[str, ...] = (
         LABEL_QUALITIES  # [manual]: leave AffectNet's automatic labels out
     )
     storage_size: int | None = None  # side at which images are decoded and kept; None: image_size
+    # Stopping, the best epoch, randomness and numerics
+    early_stopping_patience: int = 0  # epochs without a better `monitor`; 0: off
+    monitor: str = "val_accuracy"  # picks the best epoch, whose weights are kept
+    seed: int = 42
+    precision: str = "auto"  # auto (bf16, or fp16 with a grad scaler, on CUDA; fp32 on CPU)
+
+    # Run settings (RUN_FIELDS, not in the resume key): where, on what and how fast
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    data_on_device: bool | str = "auto"  # keep the uint8 training set on the GPU when it fits
+    eval_batch_size: int = 256
     decoded_memory_gb: float | None = (
         None  # above it a rank keeps its share encoded; None: half the free memory
     )
@@ -143,6 +170,13 @@ class TrainConfig:
             raise ValueError("training.nnodes > 1 needs rdzv_endpoint (HOST:PORT of this machine)")
         if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
             raise ValueError(f"training.scale must be [low, high], got {self.scale!r}")
+
+    def recipe(self) -> dict[str, Any]:
+        """What changes the result, the resume key's part: every field but
+        ``RUN_FIELDS``, and the world size (``batch_size`` is per process, and each rank
+        draws its own order): 2 ranks on one machine or 1 on each of 2 are the same."""
+        recipe = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_FIELDS}
+        return {**recipe, "world_size": self.nproc_per_node * self.nnodes}
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TrainConfig:

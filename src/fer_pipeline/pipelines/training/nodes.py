@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,13 @@ def train_model(
     """Train the configured model on ``train``, validating on ``val`` every epoch;
     returns the best model, the per-epoch history and the checkpoint's path.
 
-    A checkpoint keyed by the parameters and the training images is written after every
-    epoch under ``checkpoint_dir``; the same run started again resumes from it. It is
-    removed by ``remove_checkpoint`` once the model is saved. With ``nproc_per_node`` or
-    ``nnodes`` above 1, torchrun's launcher runs the training in that many ranks (DDP);
-    the rest of the run stays in this process.
+    A checkpoint keyed by the recipe and the training images (``resume_key``) is written
+    after every epoch under ``checkpoint_dir``; the same run started again resumes from
+    it. It is removed by ``remove_checkpoint`` once the model is saved. With
+    ``nproc_per_node`` or ``nnodes`` above 1, torchrun's launcher runs the training in
+    that many ranks (DDP); the rest of the run stays in this process.
     """
-    images = "".join(train.read(["pixel_hash"])["pixel_hash"])
-    key = hashlib.sha256((json.dumps(asdict(config), sort_keys=True) + images).encode())
-    key = key.hexdigest()[:16]
+    key = resume_key(config, train.read(["pixel_hash"])["pixel_hash"])
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
     run_id = active_run_id()  # the epochs' figures go to it as they come
     if config.nproc_per_node * config.nnodes > 1:
@@ -48,6 +46,15 @@ def train_model(
         on_epoch = EpochMetricsLogger(run_id) if run_id else None
         bundle, history = fit_shards(train, val, config, checkpoint, on_epoch)
     return bundle, pd.DataFrame(history), str(checkpoint)
+
+
+def resume_key(config: TrainConfig, pixel_hashes: Iterable[str]) -> str:
+    """The checkpoint's name: a hash of the recipe (``TrainConfig.recipe``, without the
+    run settings such as ``checkpoint_dir``, ``device`` or ``compile``) and of the
+    training images in order. A run that changes only run settings resumes; one that
+    changes the recipe or the images starts afresh."""
+    recipe = json.dumps(config.recipe(), sort_keys=True)
+    return hashlib.sha256((recipe + "".join(pixel_hashes)).encode()).hexdigest()[:16]
 
 
 def remove_checkpoint(model: ModelBundle, checkpoint: str) -> None:
