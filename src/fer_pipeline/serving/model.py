@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fer_pipeline.runtime.recogniser import latest_export
 from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.serving.project import project_config
-from fer_pipeline.versions import latest_complete
 
 if TYPE_CHECKING:
     from fer_pipeline.serving.settings import ServingSettings
@@ -34,15 +33,14 @@ def load_model(settings: ServingSettings | None = None) -> tuple[OnnxClassifier,
 
 def _latest_export(settings: ServingSettings) -> tuple[OnnxClassifier, str]:
     """The newest complete version of the catalog's ``model_onnx`` (``model_onnx_int8``
-    with ``FER_INT8=1``) in the project, found from the configuration alone. Versions an
-    export did not finish are skipped with a warning."""
-    project = settings.project_path
-    catalog = project_config(project, settings.kedro_env)["catalog"]
-    folder = project / catalog["model_onnx_int8" if settings.int8 else "model_onnx"]["filepath"]
-    latest = latest_complete(folder)
-    if latest is None:
+    with ``FER_INT8=1``) in the project, found as the Python API finds it
+    (``runtime.recogniser.latest_export``). Versions an export did not finish are
+    skipped with a warning."""
+    try:
+        latest = latest_export(settings.project_path, settings.kedro_env, settings.int8)
+    except FileNotFoundError as exc:
         raise RuntimeError(
-            f"no exported model in {project}: run `kedro run --pipelines export` first, or "
-            "set FER_ONNX_MODEL to an ONNX file or FER_MODEL_URI to an MLflow model"
-        )
+            f"{exc} (the API: or set FER_ONNX_MODEL to an ONNX file, or FER_MODEL_URI to "
+            "an MLflow model)"
+        ) from exc
     return OnnxClassifier(latest), latest.parent.name
