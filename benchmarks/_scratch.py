@@ -13,7 +13,12 @@ RAF_FACES = SHARED_DATA / "rafdb/basic/Image/aligned.zip"
 
 def scratch_project(root: Path, raw_data: Path | None = None) -> Path:
     """``pyproject.toml``, ``.telemetry`` and ``conf/`` (without ``conf/local``) copied
-    into ``root``; ``raw_data`` becomes its raw-data root."""
+    into ``root``; ``raw_data`` becomes its raw-data root (checked first: a run that
+    would find it missing after an hour of ingestion stops at once)."""
+    if raw_data is not None and not (raw_data / "ferplus").is_dir():
+        raise FileNotFoundError(
+            f"no real data at {raw_data}: ../shared/data must lie beside the project ({PROJECT})"
+        )
     shutil.copy(PROJECT / "pyproject.toml", root)
     shutil.copy(PROJECT / ".telemetry", root)
     shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
