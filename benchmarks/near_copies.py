@@ -7,8 +7,9 @@ then for each descriptor it prints the share of planted near copies it finds and
 many other pairs it links, all pairs compared (so keep the release small):
 
 - ``phash <= k``: the 64-bit perceptual hash the pipeline uses, within ``k`` bits;
-- ``phash <= k, shifted <= t``: those candidates kept when the 16x16 grey thumbnails,
-  one shifted by up to 2 pixels either way, correlate at least ``t``;
+- ``phash <= k, shifted >= t``: those candidates kept when their stored thumbnails
+  correlate at least ``t``, one shifted by up to 2 pixels (``shifted_correlation``, as
+  splitting does);
 - ``dct6 >= t``: the cosine of the 35 lowest DCT frequencies of the 32x32 thumbnail.
 
 ``linked per planted`` is the other pairs linked per planted copy found: at a million
@@ -23,14 +24,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from _scratch import SHARED_DATA
 
 from fer_pipeline.datasets import AffectNetRelease, FerPlusRelease, RafDbRelease
-from fer_pipeline.images import _dct_matrix, phash_thumbnail, phashes, to_gray
-from fer_pipeline.near_duplicates import hamming_pairs
+from fer_pipeline.images import (
+    NEAR_THUMBNAIL_SIDE,
+    _dct_matrix,
+    near_thumbnail,
+    phash_thumbnail,
+    phashes,
+    to_gray,
+)
+from fer_pipeline.near_duplicates import hamming_pairs, shifted_correlation
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
 from fer_pipeline.pipelines.ingestion.nodes import _stored
 
@@ -62,21 +69,9 @@ def stored_faces(release: Path) -> tuple[list[np.ndarray], dict[tuple[str, str],
     return faces, where
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=tuple(range(1, x.ndim)), keepdims=True)
-    return x / np.linalg.norm(x.reshape(len(x), -1), axis=1).reshape(-1, *[1] * (x.ndim - 1))
-
-
-def shifted_correlation(small: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """The best correlation of the centre 16x16 of ``small[i]`` (20x20) with ``small[j]``
-    shifted by up to 2 pixels either way."""
-    best = np.full(len(i), -1.0, np.float32)
-    centre = _normalised(small[i, 2:18, 2:18])
-    for dy in range(5):
-        for dx in range(5):
-            other = _normalised(small[j, dy : dy + 16, dx : dx + 16])
-            best = np.maximum(best, (centre * other).sum(axis=(1, 2)))
-    return best
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=1, keepdims=True)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -97,12 +92,12 @@ def main() -> None:
     is_near[pairs[near, 0] * n + pairs[near, 1]] = True
     is_exact[pairs[~near, 0] * n + pairs[~near, 1]] = True  # neither found nor other
     thumbnails = np.stack([phash_thumbnail(face) for face in faces])
-    small = np.stack(
-        [cv2.resize(face, (20, 20), interpolation=cv2.INTER_AREA) for face in faces]
-    ).astype(np.float32)
+    side = NEAR_THUMBNAIL_SIDE  # as ingestion stores them
+    small = np.stack([np.frombuffer(near_thumbnail(face), np.uint8) for face in faces])
+    small = small.reshape(n, side, side)
     dct = _dct_matrix(thumbnails.shape[1])
     low = (dct @ thumbnails.astype(np.float32) @ dct.T)[:, :6, :6].reshape(n, 36)[:, 1:]
-    low = _normalised(low)
+    low = _unit_rows(low)
     print(f"{n} faces, {near.sum()} planted near copies, {n * (n - 1) // 2} pairs compared")
     rows = []
 
@@ -122,7 +117,7 @@ def main() -> None:
     for k in (6, 10, 14):
         i, j = hamming_pairs(hashes, k).T
         row(f"phash <= {k}", i, j)
-        shifted = shifted_correlation(small, i, j)
+        shifted = shifted_correlation(small, np.stack([i, j], axis=1))
         for threshold in (0.8, 0.85, 0.9):
             keep = shifted >= threshold
             row(f"phash <= {k}, shifted >= {threshold}", i[keep], j[keep])
