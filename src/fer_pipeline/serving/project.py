@@ -3,18 +3,10 @@ would import every pipeline, and with them torch."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-CONFIG_LOADER_ARGS: dict[str, Any] = {
-    "base_env": "base",
-    "default_run_env": "local",
-    "merge_strategy": {"parameters": "soft"},
-    "custom_resolvers": {"env": lambda name, default=None: os.environ.get(name, default)},
-}
-"""As the project's ``settings.CONFIG_LOADER_ARGS`` (a test checks they agree), which
-cannot be imported here: ``fer_pipeline.settings`` imports the hooks, and MLflow."""
+from fer_pipeline.config_loader import CONFIG_LOADER_ARGS  # as kedro run reads the project
 
 
 def is_project(path: Path) -> bool:
