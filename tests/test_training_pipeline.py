@@ -72,8 +72,17 @@ def test_default_pipeline_writes_model_and_reports(tiny_runs):
             assert 0 <= scores["accuracy"] <= 1 and set(scores["per_class"]) == set(CLASSES)
             assert set(scores["accuracy_per_source"]) == sources
     assert report["test"]["plain"]["images"] == len(catalog.load("test"))
+    # calibrated by temperatures fitted on val (the model's; TTA's own): the model's
+    # lowers val's NLL (up to 1e-3: the evaluation decodes val afresh)
+    assert report["model"]["temperature"] == model.spec.temperature != 1.0
+    assert report["tta_temperature"] > 0
+    assert report["val"]["plain"]["nll"] <= report["val"]["plain"]["nll_uncalibrated"] + 1e-3
+    for kind in ("plain", "tta"):
+        assert 0 <= report["test"][kind]["ece_uncalibrated"] <= 1
     predictions = catalog.load("test_predictions")
     assert {f"p_{c}" for c in CLASSES} <= set(predictions.columns)
+    probabilities = predictions[[f"p_{c}" for c in CLASSES]].to_numpy()
+    assert probabilities.sum(1) == pytest.approx(1, abs=1e-5)
     for name in ("confusion_matrix", "reliability", "training_curves"):
         png = sorted((project / "data/08_reporting").glob(f"{name}.png/*/{name}.png"))
         assert len(png) == 2 and png[-1].read_bytes()[:4] == b"\x89PNG"  # two versions
@@ -112,6 +121,8 @@ def test_mlflow_runs_compare_and_the_model_predicts(tiny_runs, shared_data):
         "test_tta_accuracy",
         "test_macro_f1",
         "test_ece",
+        "test_ece_uncalibrated",
+        "test_tta_nll",
         "test_accuracy_rafdb",
         "val_accuracy",
     }

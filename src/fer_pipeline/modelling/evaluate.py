@@ -22,7 +22,7 @@ from fer_pipeline.modelling.runtime import (  # noqa: E402
 )
 
 
-def predict_proba(
+def predict_views(
     bundle: ModelBundle,
     images: torch.Tensor,
     *,
@@ -32,30 +32,38 @@ def predict_proba(
     tta_views: int | None = None,
     tta_augment: dict[str, Any] | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities of uint8 images ``(N, 3, S, S)``; with ``tta_views`` (an int
-    >= 0) also their average over the image, its mirror and ``tta_views`` augmented
-    views (``tta_augment``: ``BatchAugment`` arguments)."""
+) -> torch.Tensor:
+    """Logits ``(V, N, C)`` (on the CPU, not temperature-scaled) of uint8 images
+    ``(N, 3, S, S)``: ``V`` is 1, the image alone, or with ``tta_views`` (an int >= 0)
+    ``2 + tta_views``: the image, its mirror and ``tta_views`` augmented views
+    (``tta_augment``: ``BatchAugment`` arguments)."""
     torch_device = resolve_device(device)
     dtype = autocast_dtype(precision, torch_device)
     model = bundle.build().to(torch_device).to(memory_format=torch.channels_last)
     mean, std = bundle.spec.mean, bundle.spec.std
 
     def run(transform: Any = None) -> torch.Tensor:
-        logits = predict_logits(
-            model, images, mean, std, torch_device, batch_size, dtype, transform
-        )
-        return logits.softmax(1)
+        return predict_logits(model, images, mean, std, torch_device, batch_size, dtype, transform)
 
-    plain = run()
-    if tta_views is None:
-        return plain.numpy(), None
-    views = [plain, run(lambda x: normalise(x.flip(3), mean, std))]
-    augment = BatchAugment(mean, std, **(tta_augment or {}))
-    for view in range(tta_views):
-        generator = torch.Generator(device=torch_device).manual_seed(seed + view)
-        views.append(run(lambda x, g=generator: augment(x, g)))
-    return plain.numpy(), torch.stack(views).mean(0).numpy()
+    views = [run()]
+    if tta_views is not None:
+        views.append(run(lambda x: normalise(x.flip(3), mean, std)))
+        augment = BatchAugment(mean, std, **(tta_augment or {}))
+        for view in range(tta_views):
+            generator = torch.Generator(device=torch_device).manual_seed(seed + view)
+            views.append(run(lambda x, g=generator: augment(x, g)))
+    return torch.stack(views)
+
+
+def predict_proba(
+    bundle: ModelBundle, images: torch.Tensor, **options: Any
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's probabilities (its ``temperature`` applied) of uint8 images
+    ``(N, 3, S, S)``; with ``tta_views`` also their average over the views
+    (``predict_views``, which takes the ``options``)."""
+    views = (predict_views(bundle, images, **options) / bundle.spec.temperature).softmax(-1)
+    tta = views.mean(0).numpy() if options.get("tta_views") is not None else None
+    return views[0].numpy(), tta
 
 
 def confusion_figure(matrices: dict[str, list[list[int]]], classes: Sequence[str]) -> plt.Figure:
@@ -86,11 +94,14 @@ def confusion_figure(matrices: dict[str, list[list[int]]], classes: Sequence[str
 
 
 def reliability_figure(calibrations: dict[str, dict[str, Any]]) -> plt.Figure:
-    """Reliability diagrams: accuracy against confidence per bin, with the ECE."""
-    fig, axes = plt.subplots(
-        1, len(calibrations), figsize=(5 * len(calibrations), 4.5), squeeze=False
-    )
-    for ax, (name, cal) in zip(axes[0], calibrations.items()):
+    """Reliability diagrams, two to a row: accuracy against confidence per bin, with
+    the ECE."""
+    columns = min(2, len(calibrations))
+    rows = -(-len(calibrations) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(calibrations) :]:
+        ax.remove()
+    for ax, (name, cal) in zip(axes.flat, calibrations.items()):
         bins = len(cal["count"])
         centres = (np.arange(bins) + 0.5) / bins
         ax.bar(

@@ -43,6 +43,13 @@ def confusion_macro_f1(cm: np.ndarray) -> float:
     return float(scores["f1"][present].mean()) if present.any() else float("nan")
 
 
+def nll(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-probability of the true class; NaN when empty."""
+    if not len(y_true):
+        return float("nan")
+    return float(-np.log(np.maximum(probs[np.arange(len(y_true)), y_true], 1e-12)).mean())
+
+
 def calibration(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, Any]:
     """Expected calibration error over ``bins`` equal-width confidence bins, and the
     per-bin confidence, accuracy and count of the reliability diagram."""
@@ -62,7 +69,7 @@ def classification_report(
     y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], groups: Sequence[str]
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per group (source),
-    ECE, and the confusion matrix (counts and row-normalised)."""
+    NLL, ECE, and the confusion matrix (counts and row-normalised)."""
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(1)
     k = len(classes)
@@ -73,6 +80,7 @@ def classification_report(
         "images": len(y_true),
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         "macro_f1": macro_f1(y_true, y_pred, k),
+        "nll": nll(y_true, probs),
         "ece": calibration(y_true, probs)["ece"],
         "per_class": {
             name: {m: float(scores[m][i]) for m in ("precision", "recall", "f1")}

@@ -141,6 +141,9 @@ class ModelSpec:
     val_accuracy: float | None = None
     val_macro_f1: float | None = None
     train_images: int | None = None
+    temperature: float = 1.0
+    """Divides the logits before the softmax (``modelling.calibration``): fitted on val
+    after training; 1.0, no scaling, for models trained before it was."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

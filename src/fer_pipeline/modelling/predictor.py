@@ -23,7 +23,8 @@ class Predictor:
         self.model = bundle.build().to(self.device)
 
     def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """``(len(crops), classes)`` probabilities."""
+        """``(len(crops), classes)`` probabilities, calibrated by the model's
+        temperature."""
         if not crops:
             return np.empty((0, len(self.classes)), dtype=np.float32)
         spec = self.bundle.spec
@@ -33,4 +34,4 @@ class Predictor:
             logits = predict_logits(
                 self.model, images, spec.mean, spec.std, self.device, self.batch_size
             )
-        return logits.softmax(1).numpy()
+        return (logits / spec.temperature).softmax(1).numpy()

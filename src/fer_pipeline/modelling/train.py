@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
+from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import (
     Ranks,
@@ -269,17 +270,7 @@ def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> di
     predicts its share of the images (every ``world_size``-th); the loss and the
     confusion matrix are summed over the ranks, so every rank gets the figures of the
     whole set."""
-    size = trainer.config.image_size
-    logits = predict_logits(
-        trainer.evaluated,
-        images,
-        trainer.mean,
-        trainer.std,
-        trainer.device,
-        trainer.config.eval_batch_size,
-        trainer.dtype,
-        transform=lambda x: normalise(x, trainer.mean, trainer.std, size),
-    )
+    logits = _val_logits(trainer, images)
     classes = len(CLASSES)
     confusion = torch.bincount(labels * classes + logits.argmax(1), minlength=classes**2)
     loss = F.cross_entropy(logits, labels, reduction="sum")
@@ -293,6 +284,36 @@ def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> di
         "val_accuracy": float(confusion.trace()) / count,
         "val_macro_f1": confusion_macro_f1(confusion),
     }
+
+
+def _val_logits(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
+    """Logits of the evaluated weights at the model's ``image_size``."""
+    size = trainer.config.image_size
+    return predict_logits(
+        trainer.evaluated,
+        images,
+        trainer.mean,
+        trainer.std,
+        trainer.device,
+        trainer.config.eval_batch_size,
+        trainer.dtype,
+        transform=lambda x: normalise(x, trainer.mean, trainer.std, size),
+    )
+
+
+def calibrate(
+    trainer: Trainer, state: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """The temperature of the weights ``state`` (loaded into the evaluated model: the
+    training is over), fitted on this rank's share of val, the NLL summed over ranks."""
+    trainer.evaluated.load_state_dict(state)
+    logits = _val_logits(trainer, images)
+    temperature = fit_temperature(
+        logits, labels, reduce=lambda totals: all_reduce_sum(totals.to(trainer.device)).cpu()
+    )
+    if trainer.ranks.main:
+        logger.info("Temperature scaling on val: T = %.3f", temperature)
+    return temperature
 
 
 def save_checkpoint(trainer: Trainer, path: Path, epoch: int) -> None:
@@ -385,7 +406,8 @@ def fit(
     With ``checkpoint``, every epoch ends by saving one there, and a call that finds one
     resumes after its epoch. ``on_epoch`` gets each epoch's history row in rank 0 (a
     resumed run's restored rows first, once each): live tracking. Returns the best
-    model by ``config.monitor`` (the EMA weights when enabled) and the per-epoch history.
+    model by ``config.monitor`` (the EMA weights when enabled), its temperature fitted on
+    val (``calibrate``), and the per-epoch history.
     """
     train_size = len(train_images) * current_ranks().world_size
     trainer = setup(config, train_size)
@@ -474,6 +496,7 @@ def fit(
             save_checkpoint(trainer, checkpoint, epoch)
 
     best_row = trainer.history[trainer.best["epoch"] - 1]
+    state = {k: v.detach().cpu() for k, v in trainer.best["state"].items()}
     spec = ModelSpec(
         name=config.model,
         image_size=config.image_size,
@@ -485,8 +508,8 @@ def fit(
         val_accuracy=best_row["val_accuracy"],
         val_macro_f1=best_row["val_macro_f1"],
         train_images=train_size,
+        temperature=calibrate(trainer, trainer.best["state"], val_images, val_labels),
     )
-    state = {k: v.detach().cpu() for k, v in trainer.best["state"].items()}
     return ModelBundle(spec=spec, state_dict=state), trainer.history
 
 

@@ -53,6 +53,8 @@ class OnnxClassifier:
         self.spec: dict[str, Any] = json.loads(metadata[METADATA_KEY])
         self.classes: list[str] = list(self.spec["classes"])
         self.image_size: int = int(self.spec["image_size"])
+        # Fitted on val after training (ModelSpec.temperature); exports made before it: 1.
+        self.temperature = float(self.spec.get("temperature", 1.0))
         mean = np.asarray(self.spec["mean"], np.float32)
         std = np.asarray(self.spec["std"], np.float32)
         self._scale = (1 / (255 * std))[:, None, None]
@@ -60,13 +62,14 @@ class OnnxClassifier:
         self._input = self.session.get_inputs()[0].name
 
     def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """``(len(crops), classes)`` probabilities."""
+        """``(len(crops), classes)`` probabilities, calibrated by the model's
+        temperature."""
         if not len(crops):
             return np.empty((0, len(self.classes)), dtype=np.float32)
         batch = np.stack([resized_rgb(c, self.image_size) for c in crops])
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
         x *= self._scale  # in place: 8x faster than (x / 255 - mean) / std
         x += self._shift
-        logits = self.session.run(None, {self._input: x})[0]
+        logits = self.session.run(None, {self._input: x})[0] / self.temperature
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)

@@ -8,10 +8,12 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from fer_pipeline.modelling.evaluate import confusion_figure, predict_proba, reliability_figure
-from fer_pipeline.modelling.metrics import calibration, classification_report
+from fer_pipeline.modelling.calibration import fit_temperature
+from fer_pipeline.modelling.evaluate import confusion_figure, predict_views, reliability_figure
+from fer_pipeline.modelling.metrics import calibration, classification_report, nll
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
@@ -22,30 +24,83 @@ from .config import EvaluationConfig
 
 logger = logging.getLogger(__name__)
 
-SUMMARY = ("accuracy", "macro_f1", "ece")
+SUMMARY = ("accuracy", "macro_f1", "nll", "ece", "ece_uncalibrated")
 
 
 def evaluate_model(
     model: ModelBundle, val: Shards, test: Shards, evaluation: EvaluationConfig
 ) -> tuple[dict[str, Any], dict[str, Any], plt.Figure, plt.Figure, pd.DataFrame]:
-    """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source and ECE on
-    val and test, plain and (when ``tta`` is on) with test-time augmentation, read and
-    decoded a row group at a time (at the model's ``image_size``); returns
+    """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source, NLL and
+    ECE on val and test, plain and (when ``tta`` is on) with test-time augmentation,
+    read and decoded a row group at a time (at the model's ``image_size``); returns
     the report, its headline figures for MLflow, the confusion matrices, the
     reliability diagrams and the per-image test predictions. ``evaluation``: Kedro
-    builds and checks it from the parameters before the run (a dict is checked here)."""
+    builds and checks it from the parameters before the run (a dict is checked here).
+
+    The probabilities are calibrated: plain ones by the model's temperature (fitted on
+    val by the training), averaged TTA ones by a second temperature fitted here on val's
+    (``tta_temperature``); each block also gives ``nll_uncalibrated`` and
+    ``ece_uncalibrated``, the figures without them, and the reliability plot shows
+    test before and after."""
     evaluation = EvaluationConfig.model_validate(evaluation)
     tta_views = evaluation.tta_views if evaluation.tta else None
     report: dict[str, Any] = {"model": model.spec.to_dict()}
-    calibrations, matrices = {}, {}
-    predictions = None
+    diagrams, matrices = {}, {}
+    tta_temperature = 1.0
     for name, shards in (("val", val), ("test", test)):
-        parts, plains, ttas = [], [], []
-        bar = tqdm(total=len(shards), desc=f"evaluate {name}", unit="img", mininterval=2.0)
-        for part in shards.batches(["image", "label", "source", "source_id"]):
-            bar.update(len(part))
-            images = images_to_tensor(part.pop("image").tolist(), model.spec.image_size, desc="")
-            plain, tta = predict_proba(
+        frame, views = _predict(model, shards, evaluation, tta_views, desc=f"evaluate {name}")
+        labels = frame["label"].to_numpy()
+        scored = {"plain": (views[0].softmax(-1), views[0] / model.spec.temperature)}
+        if tta_views is not None:
+            # Each view calibrated by the model's temperature, then their average by its own.
+            averaged = (views / model.spec.temperature).softmax(-1).mean(0).log()
+            if name == "val":
+                tta_temperature = fit_temperature(averaged, torch.from_numpy(labels))
+                report["tta_temperature"] = tta_temperature
+            scored["tta"] = (views.softmax(-1).mean(0), averaged / tta_temperature)
+        report[name] = {}
+        for kind, (uncalibrated, logits) in scored.items():
+            probs = logits.softmax(-1).numpy()
+            before = calibration(labels, uncalibrated.numpy())
+            report[name][kind] = classification_report(labels, probs, CLASSES, frame["source"])
+            report[name][kind] |= {
+                "nll_uncalibrated": nll(labels, uncalibrated.numpy()),
+                "ece_uncalibrated": before["ece"],
+            }
+            if name == "test":
+                label = "test" if kind == "plain" else "test, TTA"
+                diagrams[f"{label}, uncalibrated"] = before
+                diagrams[f"{label}, calibrated"] = calibration(labels, probs)
+        matrices[name] = report[name]["plain"]["confusion_matrix"]
+    best = (scored["tta"] if "tta" in scored else scored["plain"])[1].softmax(-1).numpy()
+    predictions = frame[["source", "source_id", "label"]].assign(  # test's, the last split
+        predicted=best.argmax(1), **{f"p_{c}": best[:, i] for i, c in enumerate(CLASSES)}
+    )
+    return (
+        report,
+        _headline_metrics(report),
+        confusion_figure(matrices, CLASSES),
+        reliability_figure(diagrams),
+        predictions,
+    )
+
+
+def _predict(
+    model: ModelBundle,
+    shards: Shards,
+    evaluation: EvaluationConfig,
+    tta_views: int | None,
+    desc: str,
+) -> tuple[pd.DataFrame, torch.Tensor]:
+    """The rows' label, source and id, and the logits ``(views, rows, classes)`` of
+    their images (``predict_views``), a row group at a time."""
+    parts, views = [], []
+    bar = tqdm(total=len(shards), desc=desc, unit="img", mininterval=2.0)
+    for part in shards.batches(["image", "label", "source", "source_id"]):
+        bar.update(len(part))
+        images = images_to_tensor(part.pop("image").tolist(), model.spec.image_size, desc="")
+        views.append(
+            predict_views(
                 model,
                 images,
                 device=evaluation.device,
@@ -55,31 +110,10 @@ def evaluate_model(
                 tta_augment=evaluation.tta_augment.model_dump(),
                 seed=evaluation.seed,
             )
-            parts.append(part)
-            plains.append(plain)
-            ttas.append(tta)
-        bar.close()
-        frame = pd.concat(parts, ignore_index=True)
-        plain = np.concatenate(plains)
-        tta = np.concatenate(ttas) if tta_views is not None else None
-        labels = frame["label"].to_numpy()
-        report[name] = {"plain": classification_report(labels, plain, CLASSES, frame["source"])}
-        if tta is not None:
-            report[name]["tta"] = classification_report(labels, tta, CLASSES, frame["source"])
-        calibrations[name] = calibration(labels, plain)
-        matrices[name] = report[name]["plain"]["confusion_matrix"]
-        if name == "test":
-            best = tta if tta is not None else plain
-            predictions = frame[["source", "source_id", "label"]].assign(
-                predicted=best.argmax(1), **{f"p_{c}": best[:, i] for i, c in enumerate(CLASSES)}
-            )
-    return (
-        report,
-        _headline_metrics(report),
-        confusion_figure(matrices, CLASSES),
-        reliability_figure(calibrations),
-        predictions,
-    )
+        )
+        parts.append(part)
+    bar.close()
+    return pd.concat(parts, ignore_index=True), torch.cat(views, dim=1)
 
 
 def promote_model(
