@@ -105,6 +105,7 @@ def test_health_and_docs(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "vit_tiny_patch16_224"
     assert health["version"] == "test-version" and health["classes"] == list(CLASSES)
+    assert health["temperature"] > 0 and health["temperature"] != 1.0  # fitted on val
     assert client.get("/docs").status_code == 200
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fer_pipeline.schema import LABEL_QUALITIES
+from fer_pipeline.schema import LABEL_QUALITIES, SOURCES
 
 BALANCE_CHOICES = ("none", "sampler", "loss")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -86,6 +86,7 @@ class TrainConfig:
     balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class weights)
     balance_power: float = 1.0  # class weight = frequency ** -power (0.5: 1/sqrt)
     # The data trained on
+    sources: tuple[str, ...] | None = None  # train and validate on these only (cross-dataset)
     train_subset: int | None = None  # a stratified sample of this many training images
     label_qualities: tuple[str, ...] = (
         LABEL_QUALITIES  # [manual]: leave AffectNet's automatic labels out
@@ -166,6 +167,13 @@ class TrainConfig:
                 f"training.label_qualities must be some of {LABEL_QUALITIES}, "
                 f"got {list(self.label_qualities)!r}"
             )
+        if self.sources is not None:
+            self.sources = tuple(self.sources)
+            if not self.sources or not set(self.sources) <= set(SOURCES):
+                raise ValueError(
+                    f"training.sources must be null (all) or some of {SOURCES}, "
+                    f"got {list(self.sources)!r}"
+                )
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise ValueError("training.nnodes > 1 needs rdzv_endpoint (HOST:PORT of this machine)")
         if len(self.scale) != 2 or self.scale[0] > self.scale[1]:

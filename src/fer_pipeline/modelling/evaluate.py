@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from fer_pipeline.modelling.augment import BatchAugment  # noqa: E402
 from fer_pipeline.modelling.models import ModelBundle  # noqa: E402
@@ -20,6 +22,8 @@ from fer_pipeline.modelling.runtime import (  # noqa: E402
     predict_logits,
     resolve_device,
 )
+from fer_pipeline.modelling.tensors import images_to_tensor  # noqa: E402
+from fer_pipeline.shards import Shards  # noqa: E402
 
 
 def predict_views(
@@ -53,6 +57,23 @@ def predict_views(
             generator = torch.Generator(device=torch_device).manual_seed(seed + view)
             views.append(run(lambda x, g=generator: augment(x, g)))
     return torch.stack(views)
+
+
+def predict_shards(
+    bundle: ModelBundle, shards: Shards, **options: Any
+) -> tuple[pd.DataFrame, torch.Tensor]:
+    """The label, source and id of every row of ``shards``, and the logits
+    ``(views, rows, classes)`` of their images (``predict_views``, which takes the
+    ``options``), read and decoded a row group at a time."""
+    parts, views = [], []
+    bar = tqdm(total=len(shards), desc=f"predict {shards.folder.name}", unit="img", mininterval=2.0)
+    for part in shards.batches(["image", "label", "source", "source_id"]):
+        bar.update(len(part))
+        images = images_to_tensor(part.pop("image").tolist(), bundle.spec.image_size, desc="")
+        views.append(predict_views(bundle, images, **options))
+        parts.append(part)
+    bar.close()
+    return pd.concat(parts, ignore_index=True), torch.cat(views, dim=1)
 
 
 def predict_proba(

@@ -141,6 +141,8 @@ class ModelSpec:
     val_accuracy: float | None = None
     val_macro_f1: float | None = None
     train_images: int | None = None
+    sources: list[str] | None = None
+    """The sources trained and validated on (``training.sources``); None: all."""
     temperature: float = 1.0
     """Divides the logits before the softmax (``modelling.calibration``): fitted on val
     after training; 1.0, no scaling, for models trained before it was."""

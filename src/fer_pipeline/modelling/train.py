@@ -508,6 +508,7 @@ def fit(
         val_accuracy=best_row["val_accuracy"],
         val_macro_f1=best_row["val_macro_f1"],
         train_images=train_size,
+        sources=list(config.sources) if config.sources else None,
         temperature=calibrate(trainer, trainer.best["state"], val_images, val_labels),
     )
     return ModelBundle(spec=spec, state_dict=state), trainer.history
@@ -542,22 +543,28 @@ def rank_data(
     train: Shards, val: Shards, config: TrainConfig, ranks: Ranks
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """What ``fit`` takes, for this rank: the images of its share of ``train`` (rows
-    whose ``label_quality`` is in ``label_qualities``; ``train_subset`` of them when
-    set; ``rank_rows``) and their targets, and every
-    ``world_size``-th image of ``val`` and their labels. It reads the labels of every
-    row, then decodes only its share of the images, at ``storage_size`` (default:
-    ``image_size``), a shard at a time, and keeps no encoded bytes."""
+    whose ``label_quality`` is in ``label_qualities`` and, when set, whose source is in
+    ``sources``; ``train_subset`` of them when set; ``rank_rows``) and their targets,
+    and every ``world_size``-th image of ``val`` (of ``sources``) and their labels. It
+    reads the labels of every row, then decodes only its share of the images, at
+    ``storage_size`` (default: ``image_size``), a shard at a time, and keeps no encoded
+    bytes."""
     columns = ["label", "soft_label", "source", "label_quality"]
     rows = train.read([c for c in columns if c in train.columns], positions=True)
     if "label_quality" in rows:
         rows = rows[rows["label_quality"].isin(config.label_qualities)]
+    all_val = val.read(["label", "source"], positions=True)
+    if config.sources is not None:  # validated in-domain: val picks the epoch and temperature
+        rows = rows[rows["source"].isin(config.sources)]
+        all_val = all_val[all_val["source"].isin(config.sources)]
+        if rows.empty:
+            raise ValueError(f"training.sources {list(config.sources)}: no training images")
     rows = stratified_subset(rows, config.train_subset, config.seed)
     rows = rows.iloc[rank_rows(len(rows), config.seed, ranks)]
     if config.soft_targets:
         targets = torch.from_numpy(np.stack(rows["soft_label"]).astype(np.float32))
     else:
         targets = torch.eye(len(CLASSES))[torch.tensor(rows["label"].to_numpy())]
-    all_val = val.read(["label"], positions=True)
     val_rows = all_val.iloc[ranks.rank :: ranks.world_size]
     logger.info(
         "rank %d of %d decodes %d of %d training images and %d of %d validation images",

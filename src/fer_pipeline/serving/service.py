@@ -56,6 +56,7 @@ class RecognitionService:
             "image_size": spec["image_size"],
             "classes": spec["classes"],
             "val_accuracy": spec.get("val_accuracy"),
+            "temperature": self.recogniser.predictor.temperature,
         }
 
     async def predict(

@@ -9,13 +9,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from fer_pipeline.modelling.calibration import fit_temperature
-from fer_pipeline.modelling.evaluate import confusion_figure, predict_views, reliability_figure
+from fer_pipeline.modelling.evaluate import confusion_figure, predict_shards, reliability_figure
 from fer_pipeline.modelling.metrics import calibration, classification_report, nll
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.modelling.tensors import images_to_tensor
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.shards import Shards
 from fer_pipeline.tracking import promote, split_digest
@@ -30,9 +28,10 @@ SUMMARY = ("accuracy", "macro_f1", "nll", "ece", "ece_uncalibrated")
 def evaluate_model(
     model: ModelBundle, val: Shards, test: Shards, evaluation: EvaluationConfig
 ) -> tuple[dict[str, Any], dict[str, Any], plt.Figure, plt.Figure, pd.DataFrame]:
-    """Accuracy, macro-F1, per-class precision/recall/F1, accuracy per source, NLL and
-    ECE on val and test, plain and (when ``tta`` is on) with test-time augmentation,
-    read and decoded a row group at a time (at the model's ``image_size``); returns
+    """Accuracy, macro-F1, per-class precision/recall/F1, NLL, ECE, and figures per
+    source (``per_source``: in-domain or cross-domain) on val and test, plain and (when
+    ``tta`` is on) with test-time augmentation, read and decoded a row group at a time
+    (at the model's ``image_size``); returns
     the report, its headline figures for MLflow, the confusion matrices, the
     reliability diagrams and the per-image test predictions. ``evaluation``: Kedro
     builds and checks it from the parameters before the run (a dict is checked here).
@@ -48,7 +47,16 @@ def evaluate_model(
     diagrams, matrices = {}, {}
     tta_temperature = 1.0
     for name, shards in (("val", val), ("test", test)):
-        frame, views = _predict(model, shards, evaluation, tta_views, desc=f"evaluate {name}")
+        frame, views = predict_shards(
+            model,
+            shards,
+            device=evaluation.device,
+            precision=evaluation.precision,
+            batch_size=evaluation.batch_size,
+            tta_views=tta_views,
+            tta_augment=evaluation.tta_augment.model_dump(),
+            seed=evaluation.seed,
+        )
         labels = frame["label"].to_numpy()
         scored = {"plain": (views[0].softmax(-1), views[0] / model.spec.temperature)}
         if tta_views is not None:
@@ -66,6 +74,7 @@ def evaluate_model(
             report[name][kind] |= {
                 "nll_uncalibrated": nll(labels, uncalibrated.numpy()),
                 "ece_uncalibrated": before["ece"],
+                "per_source": _per_source(labels, probs, frame["source"], model.spec.sources),
             }
             if name == "test":
                 label = "test" if kind == "plain" else "test, TTA"
@@ -85,35 +94,22 @@ def evaluate_model(
     )
 
 
-def _predict(
-    model: ModelBundle,
-    shards: Shards,
-    evaluation: EvaluationConfig,
-    tta_views: int | None,
-    desc: str,
-) -> tuple[pd.DataFrame, torch.Tensor]:
-    """The rows' label, source and id, and the logits ``(views, rows, classes)`` of
-    their images (``predict_views``), a row group at a time."""
-    parts, views = [], []
-    bar = tqdm(total=len(shards), desc=desc, unit="img", mininterval=2.0)
-    for part in shards.batches(["image", "label", "source", "source_id"]):
-        bar.update(len(part))
-        images = images_to_tensor(part.pop("image").tolist(), model.spec.image_size, desc="")
-        views.append(
-            predict_views(
-                model,
-                images,
-                device=evaluation.device,
-                precision=evaluation.precision,
-                batch_size=evaluation.batch_size,
-                tta_views=tta_views,
-                tta_augment=evaluation.tta_augment.model_dump(),
-                seed=evaluation.seed,
-            )
-        )
-        parts.append(part)
-    bar.close()
-    return pd.concat(parts, ignore_index=True), torch.cat(views, dim=1)
+def _per_source(
+    labels: np.ndarray, probs: np.ndarray, sources: pd.Series, trained_on: list[str] | None
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, macro-F1, ECE and recall per class of each source, and its domain:
+    ``in`` when the model trained on it (all do without ``training.sources``), else
+    ``cross``: the cross-dataset figure."""
+    figures = {}
+    for source in sorted(set(sources)):
+        rows = (sources == source).to_numpy()
+        scores = classification_report(labels[rows], probs[rows], CLASSES, sources[rows])
+        figures[source] = {
+            "domain": "in" if trained_on is None or source in trained_on else "cross",
+            **{key: scores[key] for key in ("images", "accuracy", "macro_f1", "ece")},
+            "recall": {c: scores["per_class"][c]["recall"] for c in CLASSES},
+        }
+    return figures
 
 
 def promote_model(

@@ -1,0 +1,76 @@
+"""Cross-dataset evaluation: ``training.sources`` trains and validates on some sources,
+and the evaluation scores every source, marking which it never trained on."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.schema import CLASSES
+from fer_pipeline.shards import Shards, write_shards
+
+
+@pytest.fixture(scope="module")
+def two_source_splits(shared_data, tmp_path_factory) -> tuple[Shards, Shards, Shards]:
+    """Train, val and test shards of real FER+ and RAF-DB faces, both in each split."""
+    from conftest import write_ferplus_subset
+
+    from fer_pipeline.datasets import FerPlusRelease
+    from fer_pipeline.images import encode_png
+
+    root = tmp_path_factory.mktemp("two_sources")
+    fer = FerPlusRelease(str(write_ferplus_subset(shared_data, root / "fer", rows=60))).load()
+    rows = [
+        (encode_png(pixels), int(label), "ferplus")
+        for pixels, label in zip(fer.table["pixels"], fer.table["label_orig"])
+    ]
+    lines = (shared_data / "rafdb/basic/EmoLabel/list_patition_label.txt").read_text().split()
+    with zipfile.ZipFile(shared_data / "rafdb/basic/Image/aligned.zip") as archive:
+        for name, label in zip(lines[:120:2], lines[1:120:2]):
+            member = f"aligned/{name.removesuffix('.jpg')}_aligned.jpg"
+            rows.append((archive.read(member), int(label) - 1, "rafdb"))
+    frame = pd.DataFrame(rows, columns=["image", "label", "source"])
+    frame["soft_label"] = list(np.eye(7, dtype=np.float32)[frame["label"]])
+    frame["source_id"] = [f"{s}-{i}" for i, s in enumerate(frame["source"])]
+    splits = {}
+    for name, (start, stop) in {"train": (0, 40), "val": (40, 50), "test": (50, 60)}.items():
+        part = frame[frame.groupby("source").cumcount().between(start, stop - 1)]
+        write_shards([part], root / name, row_group_rows=16)
+        splits[name] = Shards(root / name)
+    return splits["train"], splits["val"], splits["test"]
+
+
+def test_sources_are_checked():
+    with pytest.raises(ValueError, match="training.sources must be null"):
+        TrainConfig(sources=["celeba"])
+    with pytest.raises(ValueError, match="training.sources must be null"):
+        TrainConfig(sources=[])
+    assert TrainConfig(sources=["rafdb"]).sources == ("rafdb",)
+
+
+def test_training_on_one_source_is_scored_in_and_cross_domain(two_source_splits):
+    from fer_pipeline.modelling.distributed import Ranks
+    from fer_pipeline.modelling.train import fit_shards, rank_data
+    from fer_pipeline.pipelines.evaluation.nodes import evaluate_model
+
+    train, val, test = two_source_splits
+    config = TrainConfig(
+        model="fer_resnet18", image_size=32, epochs=1, batch_size=16, warmup_epochs=0,
+        device="cpu", sources=["ferplus"],
+    )  # fmt: skip
+    images, _, val_images, _ = rank_data(train, val, config, Ranks())
+    assert (len(images), len(val_images)) == (40, 10)  # FER+ alone, in train and in val
+
+    bundle, _ = fit_shards(train, val, config)
+    assert bundle.spec.sources == ["ferplus"]
+    report = evaluate_model(bundle, val, test, {"tta": False, "device": "cpu"})[0]
+    scores = report["test"]["plain"]
+    per_source = scores["per_source"]
+    assert {s: f["domain"] for s, f in per_source.items()} == {"ferplus": "in", "rafdb": "cross"}
+    for source, figures in per_source.items():
+        assert figures["images"] == 10 and set(figures["recall"]) == set(CLASSES)
+        assert figures["accuracy"] == pytest.approx(scores["accuracy_per_source"][source])
