@@ -169,6 +169,13 @@ def test_pretrained_sources(tmp_path, monkeypatch):
         ({"storage_size": "small"}, "storage_size must be int"),
         ({"nproc_per_node": 0}, "nproc_per_node must be > 0"),
         ({"nnodes": 2}, "nnodes > 1 needs rdzv_endpoint"),
+        ({"distillation": "medium"}, "distillation must be one of"),
+        ({"distillation_alpha": 1.5}, "distillation_alpha must be between 0 and 1"),
+        ({"distillation_tau": 0}, "distillation_tau must be > 0"),
+        ({"teacher": []}, "teacher must be a model reference or a non-empty list"),
+        ({"teacher": ["a.safetensors", 3]}, "teacher must be a model reference"),
+        ({"teacher": 3}, "teacher must be a model reference"),
+        ({"teacher": "data/06_models/model.onnx"}, "an ONNX teacher cannot run"),
     ],
 )
 def test_training_parameters_are_checked(params, message):
@@ -180,6 +187,7 @@ def test_valid_training_parameters():
     assert TrainConfig.from_dict({"data_on_device": True}).data_on_device is True
     config = TrainConfig.from_dict({"monitor": "val_macro_f1", "lr": "1e-3", "epochs": 30.0})
     assert config.lr == 1e-3 and config.epochs == 30 and isinstance(config.epochs, int)
+    assert TrainConfig.from_dict({"teacher": ("a", "b")}).teacher == ["a", "b"]
 
 
 def test_the_loop_learns_real_faces(shared_data, tmp_path):
