@@ -1,7 +1,7 @@
 """What runs tell MLflow beyond kedro-mlflow's datasets: metrics live at every epoch, the
 splits as dataset inputs, the registered model and its ``champion`` / ``challenger``
-aliases, reading a registered model's ONNX export back without unpickling code, and
-checking an SQLite tracking store (``mlflow.db``) before MLflow opens it."""
+aliases, reading a registered model's ONNX export or weights back without unpickling
+code, and checking an SQLite tracking store (``mlflow.db``) before MLflow opens it."""
 
 from __future__ import annotations
 
@@ -175,6 +175,12 @@ def _model_files(uri: str, suffix: str) -> list[Path]:
             "project's training pipeline"
         )
     return files
+
+
+def load_registered_weights(uri: str) -> Path:
+    """The weights of an MLflow model (a ``ModelBundle`` safetensors file, its
+    ``weights`` artifact), downloaded: what a teacher is loaded from."""
+    return _model_files(uri, ".safetensors")[0]
 
 
 def load_registered_onnx(uri: str) -> bytes:

@@ -141,6 +141,9 @@ class ModelSpec:
     val_accuracy: float | None = None
     val_macro_f1: float | None = None
     train_images: int | None = None
+    teacher: list[dict[str, Any]] | None = None
+    """The models it was distilled from: each one's reference, weights digest and
+    validation accuracy (``distill.teacher_record``); ``None`` without distillation."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
