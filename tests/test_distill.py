@@ -1,7 +1,7 @@
 """Knowledge distillation (modelling/distill.py): the teacher stays frozen, the loss is
 DeiT's, a distilled ViT averages its heads at inference and exports so, ensembles and
-teachers of other input sizes, the references a teacher is named by. Tiny models at
-32 px: a few seconds on a CPU."""
+teachers of other input sizes, the references a teacher is named by, and what a run
+records of its teacher. Tiny models at 32 px: a few seconds on a CPU."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import re
 import mlflow
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fer_pipeline.images import encode_png, pixel_hash
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distill import (
@@ -27,7 +29,9 @@ from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.modelling.runtime import normalise
 from fer_pipeline.modelling.train import setup, train_one_epoch
+from fer_pipeline.pipelines.training.nodes import resume_key, train_model
 from fer_pipeline.serving.classifier import METADATA_KEY
+from fer_pipeline.shards import Shards, write_shards
 from fer_pipeline.versions import mark_incomplete
 
 DEIT = "deit_tiny_distilled_patch16_224"
@@ -240,6 +244,55 @@ def test_bad_teachers_are_clear_errors(tmp_path):
         setup(TrainConfig(**STUDENT, teacher=path), train_size=4)
 
 
+def test_the_resume_key_counts_a_teacher_by_its_weights():
+    config = TrainConfig(**STUDENT, teacher="a/model.safetensors")
+    moved = TrainConfig(**STUDENT, teacher="b/model.safetensors")
+    images = ["h1", "h2"]
+    assert resume_key(config, images, ["d1"]) == resume_key(moved, images, ["d1"])
+    assert resume_key(config, images, ["d1"]) != resume_key(config, images, ["d2"])
+    for change in ({"distillation": "soft"}, {"distillation_alpha": 0.2}):
+        other = TrainConfig(**STUDENT, teacher="a/model.safetensors", **change)
+        assert resume_key(other, images, ["d1"]) != resume_key(config, images, ["d1"])
+    with pytest.raises(ValueError, match="digest of each teacher"):
+        resume_key(config, images)
+
+
+@pytest.fixture
+def splits(tmp_path) -> tuple[Shards, Shards]:
+    """8 training and 4 validation images of noise, 32 px, as the pipeline's shards."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        soft = np.eye(7, dtype=np.float32)[i % 7]
+        rows.append((encode_png(pixels), i % 7, soft, "rafdb", pixel_hash(pixels)))
+    columns = ["image", "label", "soft_label", "source", "pixel_hash"]
+    frame = pd.DataFrame(rows, columns=columns)
+    write_shards([frame.iloc[:8]], tmp_path / "train", row_group_rows=8)
+    write_shards([frame.iloc[8:]], tmp_path / "val", row_group_rows=8)
+    return Shards(tmp_path / "train"), Shards(tmp_path / "val")
+
+
+def test_a_distilled_vit_run_records_its_teacher(splits, tmp_path):
+    """The training node with a teacher: the MLflow run gets the teacher's digest and
+    accuracy, the model's spec records the teacher, and the model rebuilt from its
+    bundle is the distilled ViT in its inference mode (the heads averaged)."""
+    teacher = _bundle(seed=3)
+    path = _saved(teacher, tmp_path / "teacher.safetensors")
+    config = TrainConfig(**STUDENT, teacher=path, checkpoint_dir=str(tmp_path / "checkpoints"))
+    with mlflow.start_run() as run:
+        bundle, history, _ = train_model(*splits, config)
+    params = mlflow.get_run(run.info.run_id).data.params
+    assert params["teacher.digest"] == teacher.digest()
+    assert params["teacher.val_accuracy"] == "0.53"
+    record = {"reference": path, "digest": teacher.digest(), "val_accuracy": 0.53}
+    assert bundle.spec.teacher == [record] and len(history) == 1
+    loaded = ModelBundle.load(_saved(bundle, tmp_path / "student.safetensors"))
+    assert loaded.spec.teacher == [record]
+    model = loaded.build()
+    assert type(model).__name__ == "VisionTransformerDistilled" and not model.distilled_training
+
+
 def test_a_logged_model_is_a_teacher(tmp_path):
     """``runs:/`` and ``models:/`` URIs name the ``weights`` artifact (the safetensors
     file under ``artifacts/``) of a model the training pipeline logged."""
@@ -257,3 +310,13 @@ def test_a_logged_model_is_a_teacher(tmp_path):
     for uri in (f"runs:/{run.info.run_id}/model", f"models:/{name}/1", f"models:/{name}@champion"):
         [(reference, loaded)] = load_teachers(uri)
         assert reference == uri and loaded.digest() == teacher.digest()
+
+
+def test_a_missing_teacher_stops_the_node_before_it_reads_an_image(splits, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training images were read")
+
+    monkeypatch.setattr(Shards, "read", refuse)
+    config = TrainConfig(**STUDENT, teacher="nowhere/model.safetensors")
+    with pytest.raises(FileNotFoundError, match="nowhere/model.safetensors: no such file"):
+        train_model(*splits, config)
