@@ -16,6 +16,7 @@ from fer_pipeline.modelling.runtime import normalise
 from fer_pipeline.modelling.train import setup
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+DEIT = "deit_tiny_distilled_patch16_224"
 
 
 def test_warmup_spans_the_configured_epochs_then_cosine_decays():
@@ -136,6 +137,24 @@ def test_fer_cnn_and_other_timm_models():
     assert build_model("fer_cnn", 48)(torch.randn(2, 3, 48, 48)).shape == (2, 7)
     assert build_model("resnet18", 64)(torch.randn(2, 3, 64, 64)).shape == (2, 7)
     assert build_model("vit_tiny_patch16_224", 112)(torch.randn(1, 3, 112, 112)).shape == (1, 7)
+
+
+@pytest.mark.parametrize(
+    "name, size", [("vit_tiny_patch16_224", 64), ("vit_tiny_patch16_224", 112), (DEIT, 64)]
+)
+def test_vit_tiny_with_8_px_patches_at_face_size(name, size):
+    """ViT-Tiny at 64-112 px with 8 px patches (``model_kwargs: {patch_size: 8}``): a
+    token per 8 px square, and the bundle rebuilds it."""
+    torch.manual_seed(0)
+    model = build_model(name, size, patch_size=8)
+    prefix = 2 if name == DEIT else 1  # DeiT's distillation token
+    assert model.pos_embed.shape[1] == prefix + (size // 8) ** 2
+    spec = ModelSpec(name, size, MEAN, STD, model_kwargs={"patch_size": 8})
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        out = ModelBundle(spec=spec, state_dict=model.state_dict()).build()(x)
+        torch.testing.assert_close(out, model.eval()(x))
+    assert out.shape == (2, 7)
 
 
 def test_pretrained_sources(tmp_path, monkeypatch):
