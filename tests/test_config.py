@@ -53,6 +53,9 @@ def test_two_ranks_on_one_machine_or_on_two_have_the_same_key():
         {"storage_size": 32},
         {"label_qualities": ["manual"]},
         {"nproc_per_node": 2},  # the global batch doubles
+        {"distillation": "soft"},
+        {"distillation_alpha": 0.3},
+        {"distillation_tau": 2.0},
     ],
 )
 def test_recipe_changes_change_the_key(change):

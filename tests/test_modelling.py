@@ -16,6 +16,7 @@ from fer_pipeline.modelling.runtime import normalise
 from fer_pipeline.modelling.train import setup
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+DEIT = "deit_tiny_distilled_patch16_224"
 
 
 def test_warmup_spans_the_configured_epochs_then_cosine_decays():
@@ -138,6 +139,24 @@ def test_fer_cnn_and_other_timm_models():
     assert build_model("vit_tiny_patch16_224", 112)(torch.randn(1, 3, 112, 112)).shape == (1, 7)
 
 
+@pytest.mark.parametrize(
+    "name, size", [("vit_tiny_patch16_224", 64), ("vit_tiny_patch16_224", 112), (DEIT, 64)]
+)
+def test_vit_tiny_with_8_px_patches_at_face_size(name, size):
+    """ViT-Tiny at 64-112 px with 8 px patches (``model_kwargs: {patch_size: 8}``): a
+    token per 8 px square, and the bundle rebuilds it."""
+    torch.manual_seed(0)
+    model = build_model(name, size, patch_size=8)
+    prefix = 2 if name == DEIT else 1  # DeiT's distillation token
+    assert model.pos_embed.shape[1] == prefix + (size // 8) ** 2
+    spec = ModelSpec(name, size, MEAN, STD, model_kwargs={"patch_size": 8})
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        out = ModelBundle(spec=spec, state_dict=model.state_dict()).build()(x)
+        torch.testing.assert_close(out, model.eval()(x))
+    assert out.shape == (2, 7)
+
+
 def test_pretrained_sources(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="pretrained weights file not found"):
         build_model("vit_tiny_patch16_224", 64, pretrained=str(tmp_path / "absent.pth"))
@@ -169,6 +188,13 @@ def test_pretrained_sources(tmp_path, monkeypatch):
         ({"storage_size": "small"}, "storage_size must be int"),
         ({"nproc_per_node": 0}, "nproc_per_node must be > 0"),
         ({"nnodes": 2}, "nnodes > 1 needs rdzv_endpoint"),
+        ({"distillation": "medium"}, "distillation must be one of"),
+        ({"distillation_alpha": 1.5}, "distillation_alpha must be between 0 and 1"),
+        ({"distillation_tau": 0}, "distillation_tau must be > 0"),
+        ({"teacher": []}, "teacher must be a model reference or a non-empty list"),
+        ({"teacher": ["a.safetensors", 3]}, "teacher must be a model reference"),
+        ({"teacher": 3}, "teacher must be a model reference"),
+        ({"teacher": "data/06_models/model.onnx"}, "an ONNX teacher cannot run"),
     ],
 )
 def test_training_parameters_are_checked(params, message):
@@ -180,6 +206,7 @@ def test_valid_training_parameters():
     assert TrainConfig.from_dict({"data_on_device": True}).data_on_device is True
     config = TrainConfig.from_dict({"monitor": "val_macro_f1", "lr": "1e-3", "epochs": 30.0})
     assert config.lr == 1e-3 and config.epochs == 30 and isinstance(config.epochs, int)
+    assert TrainConfig.from_dict({"teacher": ("a", "b")}).teacher == ["a", "b"]
 
 
 def test_the_loop_learns_real_faces(shared_data, tmp_path):

@@ -1,7 +1,8 @@
 """What runs tell MLflow beyond kedro-mlflow's datasets: metrics live at every epoch, the
-splits as dataset inputs, the registered model and its ``champion`` / ``challenger``
-aliases, reading a registered model's ONNX export back without unpickling code, and
-checking an SQLite tracking store (``mlflow.db``) before MLflow opens it."""
+splits as dataset inputs, a teacher's digest and accuracy, the registered model and its
+``champion`` / ``challenger`` aliases, reading a registered model's ONNX export or
+weights back without unpickling code, and checking an SQLite tracking store
+(``mlflow.db``) before MLflow opens it."""
 
 from __future__ import annotations
 
@@ -175,6 +176,26 @@ def _model_files(uri: str, suffix: str) -> list[Path]:
             "project's training pipeline"
         )
     return files
+
+
+def load_registered_weights(uri: str) -> Path:
+    """The weights of an MLflow model (a ``ModelBundle`` safetensors file, its
+    ``weights`` artifact), downloaded: what a teacher is loaded from."""
+    return _model_files(uri, ".safetensors")[0]
+
+
+def log_teacher_params(records: list[dict[str, Any]]) -> None:
+    """The teachers' weights digests and validation accuracies (from their specs) as
+    parameters of the active run, if any; ``training.teacher``, the references, is
+    logged with the rest of the recipe (``TypedParamsHook``)."""
+    if not records or mlflow.active_run() is None:
+        return
+    mlflow.log_params(
+        {
+            "teacher.digest": ",".join(r["digest"] for r in records),
+            "teacher.val_accuracy": ",".join(str(r["val_accuracy"]) for r in records),
+        }
+    )
 
 
 def load_registered_onnx(uri: str) -> bytes:

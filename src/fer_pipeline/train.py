@@ -47,7 +47,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for the outputs")
     parser.add_argument("--checkpoint", type=Path, help="default: OUT/checkpoint.pt")
     parser.add_argument("--mlflow-run-id", help="rank 0 logs each epoch's figures to this run")
-    parser.add_argument("--mlflow-tracking-uri", help="default: MLflow's own (environment)")
+    parser.add_argument(
+        "--mlflow-tracking-uri",
+        help="for the run and a models:/ teacher; default: MLflow's own (environment)",
+    )
     return parser
 
 
@@ -84,16 +87,17 @@ def _write_atomically(path: Path, write) -> None:
 
 
 def _epoch_logger(args: argparse.Namespace):
-    """Live MLflow metrics when a run is named (MLflow is imported only then: the
-    entry point runs without it)."""
+    """Live MLflow metrics when a run is named; a named tracking URI is set first (a
+    ``models:/`` teacher is read from it too). MLflow is imported only then: the entry
+    point runs without it."""
+    if args.mlflow_tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.mlflow_tracking_uri)
     if not args.mlflow_run_id:
         return None
-    import mlflow
-
     from fer_pipeline.tracking import EpochMetricsLogger
 
-    if args.mlflow_tracking_uri:
-        mlflow.set_tracking_uri(args.mlflow_tracking_uri)
     return EpochMetricsLogger(args.mlflow_run_id)
 
 

@@ -16,6 +16,7 @@ BALANCE_CHOICES = ("none", "sampler", "loss")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 MONITOR_CHOICES = ("val_accuracy", "val_macro_f1")
 """Logged metrics that pick the best epoch (higher is better)."""
+DISTILLATION_CHOICES = ("hard", "soft")
 
 
 def _number(value: Any) -> float | None:
@@ -85,6 +86,11 @@ class TrainConfig:
     soft_targets: bool = False  # train on soft_label (with FER+ vote_policy: probability)
     balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class weights)
     balance_power: float = 1.0  # class weight = frequency ** -power (0.5: 1/sqrt)
+    # Distillation from models this project trained (docs/training.md "Distillation")
+    teacher: str | list[str] | None = None  # a model file or folder, or models:/; a list: ensemble
+    distillation: str = "hard"  # hard (the teacher's argmax) | soft (KL at distillation_tau)
+    distillation_alpha: float = 0.5  # weight of the distillation term, 1 - alpha of the labels'
+    distillation_tau: float = 1.0  # temperature of soft distillation
     # The data trained on
     sources: tuple[str, ...] | None = None  # train and validate on these only (cross-dataset)
     train_subset: int | None = None  # a stratified sample of this many training images
@@ -122,6 +128,7 @@ class TrainConfig:
             "balance": BALANCE_CHOICES,
             "precision": PRECISION_CHOICES,
             "monitor": MONITOR_CHOICES,
+            "distillation": DISTILLATION_CHOICES,
             "data_on_device": ("auto", True, False),
         }
         for name, allowed in choices.items():
@@ -145,6 +152,7 @@ class TrainConfig:
             "eval_batch_size",
             "nproc_per_node",
             "nnodes",
+            "distillation_tau",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -178,6 +186,35 @@ class TrainConfig:
             raise ValueError("training.nnodes > 1 needs rdzv_endpoint (HOST:PORT of this machine)")
         if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
             raise ValueError(f"training.scale must be [low, high], got {self.scale!r}")
+        self._check_distillation()
+
+    def _check_distillation(self) -> None:
+        if not 0 <= self.distillation_alpha <= 1:
+            raise ValueError(
+                f"training.distillation_alpha must be between 0 and 1, "
+                f"got {self.distillation_alpha!r}"
+            )
+        if self.teacher is None:
+            return
+        references = [self.teacher] if isinstance(self.teacher, str) else self.teacher
+        if (
+            not isinstance(references, list | tuple)
+            or not references
+            or not all(isinstance(r, str) and r.strip() for r in references)
+        ):
+            raise ValueError(
+                "training.teacher must be a model reference or a non-empty list of them, "
+                f"got {self.teacher!r}"
+            )
+        for reference in references:
+            if reference.lower().endswith(".onnx"):
+                raise ValueError(
+                    f"training.teacher {reference}: an ONNX teacher cannot run on the training "
+                    "device in the training precision; name the model's safetensors file "
+                    "(data/06_models/model.safetensors) or its models:/ URI instead"
+                )
+        if not isinstance(self.teacher, str):
+            self.teacher = list(references)
 
     def recipe(self) -> dict[str, Any]:
         """What changes the result, the resume key's part: every field but

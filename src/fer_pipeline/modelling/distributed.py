@@ -25,6 +25,7 @@ from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.distill import MLFLOW_SCHEMES, teacher_references
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.shards import Shards
 
@@ -173,13 +174,13 @@ def launch_fit(
         f"--out={work}",
         f"--checkpoint={checkpoint}",
     ]
-    if mlflow_run_id:
-        import mlflow
+    teachers = teacher_references(config.teacher)
+    if mlflow_run_id or any(t.startswith(MLFLOW_SCHEMES) for t in teachers):
+        import mlflow  # the ranks read a models:/ teacher from the same store
 
-        worker_args += [
-            f"--mlflow-run-id={mlflow_run_id}",
-            f"--mlflow-tracking-uri={mlflow.get_tracking_uri()}",
-        ]
+        worker_args.append(f"--mlflow-tracking-uri={mlflow.get_tracking_uri()}")
+    if mlflow_run_id:
+        worker_args.append(f"--mlflow-run-id={mlflow_run_id}")
     logger.info(
         "Starting %d training ranks on this machine (%d machine(s)) with torchrun's launcher",
         config.nproc_per_node,

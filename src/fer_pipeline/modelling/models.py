@@ -143,6 +143,9 @@ class ModelSpec:
     train_images: int | None = None
     sources: list[str] | None = None
     """The sources trained and validated on (``training.sources``); None: all."""
+    teacher: list[dict[str, Any]] | None = None
+    """The models it was distilled from: each one's reference, weights digest and
+    validation accuracy (``distill.teacher_record``); ``None`` without distillation."""
     temperature: float = 1.0
     """Divides the logits before the softmax (``modelling.calibration``): fitted on val
     after training; 1.0, no scaling, for models trained before it was."""

@@ -34,6 +34,12 @@ from tqdm.auto import tqdm
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.distill import (
+    Teacher,
+    distillation_loss,
+    inference_logits,
+    load_teachers,
+)
 from fer_pipeline.modelling.distributed import (
     Ranks,
     all_reduce_sum,
@@ -74,6 +80,7 @@ class Trainer:
     batch_size: int  # per rank
     steps_per_epoch: int
     ranks: Ranks = field(default_factory=Ranks)
+    teacher: Teacher | None = None  # training.teacher, on the device
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] = field(
         default_factory=lambda: {"score": -math.inf, "epoch": 0, "state": None}
@@ -101,8 +108,13 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
     data_config = resolve_model_data_config(model, args={"mean": config.mean, "std": config.std})
     model = _sync_batchnorm(model, ranks, device).to(device)
     forward = model
+    teacher = Teacher(load_teachers(config.teacher)).to(device) if config.teacher else None
+    if teacher is not None and hasattr(model, "set_distilled_training"):
+        model.set_distilled_training(True)  # DeiT: the distillation head learns the teacher
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
     if ranks.world_size > 1:  # after the layout change: DDP's buckets follow the parameters
         forward = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -145,6 +157,7 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         ranks=ranks,
+        teacher=teacher,
     )
 
 
@@ -179,6 +192,30 @@ def seed_epoch(config: TrainConfig, epoch: int, device: torch.device) -> torch.G
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _loss(
+    config: TrainConfig,
+    outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    targets: torch.Tensor,
+    taught: torch.Tensor | None,
+    weight: torch.Tensor | None,
+) -> torch.Tensor:
+    """The loss of a batch: on ``targets`` (distributions), and on the teacher's
+    probabilities ``taught`` when there is a teacher."""
+    if taught is None:
+        # Cross-entropy on probability targets, as timm's SoftTargetCrossEntropy, but
+        # with the optional class weights that it lacks.
+        return F.cross_entropy(outputs.float(), targets, weight=weight)
+    return distillation_loss(
+        outputs,
+        targets,
+        taught,
+        config.distillation,
+        config.distillation_alpha,
+        config.distillation_tau,
+        weight,
+    )
+
+
 def train_one_epoch(
     trainer: Trainer,
     epoch: int,
@@ -209,6 +246,7 @@ def train_one_epoch(
     else:
         order = torch.randperm(n, generator=generator, device=device)
     hard = targets if targets.ndim == 1 else targets.argmax(1)
+    tau = config.distillation_tau if config.distillation == "soft" else 1.0
     model.train()
     seen, started = 0, time.perf_counter()
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
@@ -226,10 +264,12 @@ def train_one_epoch(
         x = augment(images[index.to(images.device)].to(device, non_blocking=True), generator)
         x, mixed = mixer(x, targets[index])
         with autocast(device, trainer.dtype):
-            logits = trainer.forward(x)
-        # Cross-entropy on probability targets, as timm's SoftTargetCrossEntropy, but
-        # with the optional class weights that it lacks.
-        loss = F.cross_entropy(logits.float(), mixed, weight=loss_weight)
+            outputs = trainer.forward(x)
+            taught = None
+            if trainer.teacher is not None:  # the same augmented, mixed batch
+                taught = trainer.teacher(x, trainer.mean, trainer.std, tau)
+        loss = _loss(config, outputs, mixed, taught, loss_weight)
+        logits = inference_logits(outputs)
         trainer.optimizer.zero_grad(set_to_none=True)
         clip = config.grad_clip or None
         if trainer.scaler is not None:
@@ -509,6 +549,7 @@ def fit(
         val_macro_f1=best_row["val_macro_f1"],
         train_images=train_size,
         sources=list(config.sources) if config.sources else None,
+        teacher=trainer.teacher.records if trainer.teacher is not None else None,
         temperature=calibrate(trainer, trainer.best["state"], val_images, val_labels),
     )
     return ModelBundle(spec=spec, state_dict=state), trainer.history

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,19 @@ import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.distill import load_teachers, teacher_record, teacher_references
 from fer_pipeline.modelling.distributed import launch_fit
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.pyfunc import FerPyfuncModel
 from fer_pipeline.modelling.train import fit_shards
 from fer_pipeline.shards import Shards
-from fer_pipeline.tracking import EpochMetricsLogger, active_run_id, register
+from fer_pipeline.tracking import (
+    EpochMetricsLogger,
+    active_run_id,
+    log_teacher_params,
+    register,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +42,14 @@ def train_model(
     it. It is removed by ``remove_checkpoint`` once the model is saved. With
     ``nproc_per_node`` or ``nnodes`` above 1, torchrun's launcher runs the training in
     that many ranks (DDP); the rest of the run stays in this process.
+
+    The teachers (``training.teacher``) are loaded first, so that a missing one stops
+    the run before any image is read; their digests and accuracies go to the run.
     """
-    key = resume_key(config, train.read(["pixel_hash"])["pixel_hash"])
+    teachers = [teacher_record(*teacher) for teacher in load_teachers(config.teacher)]
+    log_teacher_params(teachers)
+    digests = [teacher["digest"] for teacher in teachers]
+    key = resume_key(config, train.read(["pixel_hash"])["pixel_hash"], digests)
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
     run_id = active_run_id()  # the epochs' figures go to it as they come
     if config.nproc_per_node * config.nnodes > 1:
@@ -48,12 +60,24 @@ def train_model(
     return bundle, pd.DataFrame(history), str(checkpoint)
 
 
-def resume_key(config: TrainConfig, pixel_hashes: Iterable[str]) -> str:
+def resume_key(
+    config: TrainConfig, pixel_hashes: Iterable[str], teacher_digests: Sequence[str] = ()
+) -> str:
     """The checkpoint's name: a hash of the recipe (``TrainConfig.recipe``, without the
     run settings such as ``checkpoint_dir``, ``device`` or ``compile``) and of the
     training images in order. A run that changes only run settings resumes; one that
-    changes the recipe or the images starts afresh."""
-    recipe = json.dumps(config.recipe(), sort_keys=True)
+    changes the recipe or the images starts afresh.
+
+    The teachers count by their weights' digests (``teacher_digests``, one per
+    reference), not by their references: the same file moved, or a ``models:/`` alias
+    still on the same version, resumes; an alias moved to another version, or a file
+    retrained in place, starts afresh."""
+    recipe = config.recipe()
+    if len(teacher_digests) != len(teacher_references(config.teacher)):
+        raise ValueError("resume_key needs the digest of each teacher of training.teacher")
+    if teacher_digests:
+        recipe["teacher"] = list(teacher_digests)
+    recipe = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256((recipe + "".join(pixel_hashes)).encode()).hexdigest()[:16]
 
 
