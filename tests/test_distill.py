@@ -105,6 +105,15 @@ def test_the_teacher_gets_no_gradient_and_stays_in_eval_mode(tmp_path):
     assert not any(m.training for m in frozen.modules())
 
 
+def test_auto_distillation_is_hard_with_deits_token_and_soft_without(tmp_path):
+    teacher = _saved(_bundle(), tmp_path / "teacher.safetensors")
+    cnn = {**STUDENT, "model": "fer_cnn", "model_kwargs": {}}
+    assert setup(TrainConfig(**STUDENT, teacher=teacher), train_size=4).distillation == "hard"
+    assert setup(TrainConfig(**cnn, teacher=teacher), train_size=4).distillation == "soft"
+    chosen = TrainConfig(**cnn, teacher=teacher, distillation="hard")
+    assert setup(chosen, train_size=4).distillation == "hard"
+
+
 @pytest.mark.parametrize("two_heads", [False, True])
 def test_soft_distillation_from_the_students_own_logits_adds_nothing(two_heads):
     """Soft: with the teacher's probabilities those of the student's distillation head

@@ -16,7 +16,7 @@ BALANCE_CHOICES = ("none", "sampler", "loss")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 MONITOR_CHOICES = ("val_accuracy", "val_macro_f1")
 """Logged metrics that pick the best epoch (higher is better)."""
-DISTILLATION_CHOICES = ("hard", "soft")
+DISTILLATION_CHOICES = ("auto", "hard", "soft")
 
 
 def _number(value: Any) -> float | None:
@@ -88,7 +88,8 @@ class TrainConfig:
     balance_power: float = 1.0  # class weight = frequency ** -power (0.5: 1/sqrt)
     # Distillation from models this project trained (docs/training.md "Distillation")
     teacher: str | list[str] | None = None  # a model file or folder, or models:/; a list: ensemble
-    distillation: str = "hard"  # hard (the teacher's argmax) | soft (KL at distillation_tau)
+    distillation: str = "auto"  # hard (teacher's argmax) | soft (KL at tau) | auto: hard for
+    # a student with DeiT's distillation token (deit_*_distilled_*), soft for the others
     distillation_alpha: float = 0.5  # weight of the distillation term, 1 - alpha of the labels'
     distillation_tau: float = 1.0  # temperature of soft distillation
     # The data trained on

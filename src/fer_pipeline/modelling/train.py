@@ -81,6 +81,7 @@ class Trainer:
     steps_per_epoch: int
     ranks: Ranks = field(default_factory=Ranks)
     teacher: Teacher | None = None  # training.teacher, on the device
+    distillation: str = "soft"  # hard | soft: training.distillation, auto resolved
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] = field(
         default_factory=lambda: {"score": -math.inf, "epoch": 0, "state": None}
@@ -109,8 +110,12 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
     model = _sync_batchnorm(model, ranks, device).to(device)
     forward = model
     teacher = Teacher(load_teachers(config.teacher)).to(device) if config.teacher else None
-    if teacher is not None and hasattr(model, "set_distilled_training"):
+    token = hasattr(model, "set_distilled_training")  # DeiT's distillation token
+    if teacher is not None and token:
         model.set_distilled_training(True)  # DeiT: the distillation head learns the teacher
+    distillation = config.distillation
+    if distillation == "auto":  # DeiT's choice for its token; Hinton's soft targets for a CNN
+        distillation = "hard" if token else "soft"
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
         if teacher is not None:
@@ -158,6 +163,7 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
         steps_per_epoch=steps_per_epoch,
         ranks=ranks,
         teacher=teacher,
+        distillation=distillation,
     )
 
 
@@ -193,7 +199,7 @@ def seed_epoch(config: TrainConfig, epoch: int, device: torch.device) -> torch.G
 
 
 def _loss(
-    config: TrainConfig,
+    trainer: Trainer,
     outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     targets: torch.Tensor,
     taught: torch.Tensor | None,
@@ -205,11 +211,12 @@ def _loss(
         # Cross-entropy on probability targets, as timm's SoftTargetCrossEntropy, but
         # with the optional class weights that it lacks.
         return F.cross_entropy(outputs.float(), targets, weight=weight)
+    config = trainer.config
     return distillation_loss(
         outputs,
         targets,
         taught,
-        config.distillation,
+        trainer.distillation,
         config.distillation_alpha,
         config.distillation_tau,
         weight,
@@ -246,7 +253,7 @@ def train_one_epoch(
     else:
         order = torch.randperm(n, generator=generator, device=device)
     hard = targets if targets.ndim == 1 else targets.argmax(1)
-    tau = config.distillation_tau if config.distillation == "soft" else 1.0
+    tau = config.distillation_tau if trainer.distillation == "soft" else 1.0
     model.train()
     seen, started = 0, time.perf_counter()
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
@@ -268,7 +275,7 @@ def train_one_epoch(
             taught = None
             if trainer.teacher is not None:  # the same augmented, mixed batch
                 taught = trainer.teacher(x, trainer.mean, trainer.std, tau)
-        loss = _loss(config, outputs, mixed, taught, loss_weight)
+        loss = _loss(trainer, outputs, mixed, taught, loss_weight)
         logits = inference_logits(outputs)
         trainer.optimizer.zero_grad(set_to_none=True)
         clip = config.grad_clip or None
