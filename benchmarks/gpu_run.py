@@ -4,15 +4,15 @@ that has torch, timm, pandas and pyarrow but neither Kedro nor MLflow.
     # here, after `kedro run --pipelines data_processing`:
     python benchmarks/gpu_run.py pack            # -> data/gpu_pack/part-0.parquet, part-1...
     # on the GPU machine (the device tool carries one part per call, 64 MiB each):
-    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT" --env gpu
+    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT"   # the default recipe
 
 ``pack`` writes the latest ``train``, ``val`` and ``test`` splits as they are (encoded
 images, labels, sources) into parquet parts of at most ``--part-mib`` MiB. ``run``
 (a) measures the project's training loop against the reference loop (PIL +
 torchvision transforms + DataLoader) with ``train_throughput.py``, and (b) trains the
-recipe of a Kedro environment (``--env``: base is ``TrainConfig``'s defaults, ViT-Tiny
-from scratch at 224 px; ``gpu`` the best measured; ``--param key=value`` overrides any
-key) and prints the test accuracy per source, plain and with test-time augmentation,
+recipe of a Kedro environment (``--env``: base, the default, is ``TrainConfig``'s
+defaults, the best measured; ``gpu`` another name for it; ``vit`` ViT-Tiny from scratch
+at 224 px; ``--param key=value`` overrides any key) and prints the test accuracy per source, plain and with test-time augmentation,
 macro-F1 and minutes taken; ``results.json`` in ``--out`` holds them.
 """
 
