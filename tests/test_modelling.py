@@ -153,6 +153,8 @@ def test_pretrained_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="pretrained: false"):
         build_model("vit_tiny_patch16_224", 64, pretrained=True)
+    with pytest.raises(ValueError, match="no pretrained weights for fer_resnet18"):
+        build_model("fer_resnet18", 64, pretrained=True)  # the default's own architecture
 
 
 @pytest.mark.parametrize(
