@@ -18,8 +18,9 @@ SLOW_RECIPE_SECONDS = 3 * 3600
 """A run on a CPU expected to train longer than this warns at its start. On 2 cores
 `--env cpu` trains for about 35 minutes and `--env quick` for about 4, far below; the
 default recipe (for a GPU) would train for about 3.5 hours (fp32, by the throughput
-measured at 64 px) and `--env vit` for about a day and a half, above. Three hours is what a user would not wait for at a desk without being
-told, and leaves `--env cpu` room on a machine up to about 5 times slower."""
+measured at 64 px) and `--env vit` for about a day and a half, above. Three hours is
+what a user would not wait for at a desk without being told, and leaves `--env cpu`
+room on a machine up to about 5 times slower."""
 
 TIMED_STEPS = 3
 """Steps timed after the first: a few seconds on a CPU, enough to extrapolate."""
