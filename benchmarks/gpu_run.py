@@ -4,16 +4,24 @@ that has torch, timm, pandas and pyarrow but neither Kedro nor MLflow.
     # here, after `kedro run --pipelines data_processing`:
     python benchmarks/gpu_run.py pack            # -> data/gpu_pack/part-0.parquet, part-1...
     # on the GPU machine (the device tool carries one part per call, 64 MiB each):
-    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT" --env gpu
+    python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT"   # the default recipe
 
 ``pack`` writes the latest ``train``, ``val`` and ``test`` splits as they are (encoded
 images, labels, sources) into parquet parts of at most ``--part-mib`` MiB. ``run``
 (a) measures the project's training loop against the reference loop (PIL +
 torchvision transforms + DataLoader) with ``train_throughput.py``, and (b) trains the
-recipe of a Kedro environment (``--env``: base is ``TrainConfig``'s defaults, ViT-Tiny
-from scratch at 224 px; ``gpu`` the best measured; ``--param key=value`` overrides any
-key) and prints the test accuracy per source, plain and with test-time augmentation,
-macro-F1 and minutes taken; ``results.json`` in ``--out`` holds them.
+recipe of a Kedro environment (``--env``: base, the default, is ``TrainConfig``'s
+defaults, the best measured; ``gpu`` another name for it; ``vit`` ViT-Tiny from
+scratch at 224 px; ``--param key=value`` overrides any key) and prints the test
+accuracy per source, plain and with test-time augmentation, macro-F1 and minutes
+taken; ``results.json`` in ``--out`` holds them. With ``--teachers N`` it first trains
+N models of ``--teacher-env`` (seeds 42, 43, ...; saved as ``teacher-<i>.safetensors``)
+and distils the recipe from them (an ensemble when N > 1); ``--teacher FILE`` adds a
+teacher trained before. Issue 21's GPU step, both students in one call:
+
+    python benchmarks/gpu_run.py run --out "$OUT/cnn" --teachers 2 && \
+    python benchmarks/gpu_run.py run --out "$OUT/vit" --throughput-steps 0 --env vit \
+        --param model=deit_tiny_distilled_patch16_224 --teacher "$OUT/cnn/teacher-0.safetensors"
 """
 
 from __future__ import annotations
@@ -105,11 +113,6 @@ def _write(out: Path, results: dict) -> None:
 def run(args: argparse.Namespace) -> dict:
     import train_throughput
 
-    from fer_pipeline.modelling.evaluate import predict_proba
-    from fer_pipeline.modelling.metrics import macro_f1
-    from fer_pipeline.modelling.tensors import images_to_tensor
-    from fer_pipeline.modelling.train import fit_shards
-
     parts = sorted(args.pack.glob("part-*.parquet"))
     if not parts:
         raise FileNotFoundError(f"no part-*.parquet in {args.pack}: run `gpu_run.py pack` first")
@@ -137,13 +140,46 @@ def run(args: argparse.Namespace) -> dict:
         _write(args.out, results)
         return results
 
-    recipe = _env_params(args.env, "training")
-    config = _override(
-        TrainConfig.from_dict(
-            {**recipe, "device": args.device, "precision": args.precision, "compile": args.compile}
-        ),
-        args.param,
+    results["teachers"] = []
+    teachers = [str(path) for path in args.teacher]
+    for number in range(args.teachers):  # the teachers first, each its own seed
+        seed = f"seed={TrainConfig().seed + number}"
+        config = _recipe(args.teacher_env, args, [*args.teacher_param, seed])
+        figures, bundle = train_and_score(splits, config, _tta_settings(args.teacher_env))
+        path = args.out / f"teacher-{number}.safetensors"
+        args.out.mkdir(parents=True, exist_ok=True)
+        bundle.save(path)
+        results["teachers"].append({"path": str(path), **figures})
+        teachers.append(str(path))
+    extra = (
+        [f"teacher={json.dumps(teachers if len(teachers) > 1 else teachers[0])}"]
+        if teachers
+        else []
     )
+    config = _recipe(args.env, args, [*args.param, *extra])
+    figures, bundle = train_and_score(splits, config, _tta_settings(args.env))
+    results["training"] = figures
+    _write(args.out, results)
+    if args.save_model:
+        bundle.save(args.out / "model.safetensors")
+    return results
+
+
+def _recipe(env: str, args: argparse.Namespace, pairs: list[str]) -> TrainConfig:
+    """An environment's recipe on this run's device, with ``key=value`` overrides."""
+    recipe = _env_params(env, "training")
+    run = {"device": args.device, "precision": args.precision, "compile": args.compile}
+    return _override(TrainConfig.from_dict({**recipe, **run}), pairs)
+
+
+def train_and_score(splits: dict, config: TrainConfig, tta: dict) -> tuple[dict, object]:
+    """Train ``config`` on the packed train and val, score test plain and with TTA;
+    returns the figures and the model."""
+    from fer_pipeline.modelling.evaluate import predict_proba
+    from fer_pipeline.modelling.metrics import macro_f1
+    from fer_pipeline.modelling.tensors import images_to_tensor
+    from fer_pipeline.modelling.train import fit_shards
+
     started = time.perf_counter()
     test = splits["test"]
     with tempfile.TemporaryDirectory(prefix="fer-gpu-run-") as tmp:
@@ -151,7 +187,6 @@ def run(args: argparse.Namespace) -> dict:
             write_shards([splits[name]], Path(tmp) / name, row_group_rows=1024)
         bundle, history = fit_shards(Shards(Path(tmp) / "train"), Shards(Path(tmp) / "val"), config)
     trained = time.perf_counter() - started
-    tta = _tta_settings(args.env)
     plain, averaged = predict_proba(
         bundle,
         images_to_tensor(list(test["image"]), config.image_size, desc="decode test"),
@@ -173,24 +208,24 @@ def run(args: argparse.Namespace) -> dict:
                 for source, rows in test.groupby("source").indices.items()
             },
         }
-    results["training"] = {
+    figures = {
         "recipe": vars(config),
+        "teacher": bundle.spec.teacher,
         "train_images": bundle.spec.train_images,
         "epochs": len(history),
         "best_epoch": bundle.spec.best_epoch,
         "val_accuracy": bundle.spec.val_accuracy,
+        "temperature": bundle.spec.temperature,
         "images_per_second": max(row["images_per_second"] for row in history),
         "minutes_training": trained / 60,
         "minutes_total": (time.perf_counter() - started) / 60,
         "test": scores,
     }
-    for kind, figures in scores.items():
-        print(f"test {kind:5s} " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
-    print(f"trained in {trained / 60:.1f} min ({len(history)} epochs)")
-    _write(args.out, results)
-    if args.save_model:
-        bundle.save(args.out / "model.safetensors")
-    return results
+    print(f"{config.model} at {config.image_size} px, teacher {config.teacher}:")
+    for kind, values in scores.items():
+        print(f"  test {kind:5s} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    print(f"  trained in {trained / 60:.1f} min ({len(history)} epochs)", flush=True)
+    return figures, bundle
 
 
 def main(argv: list[str] | None = None) -> dict | list[Path]:
@@ -220,6 +255,16 @@ def main(argv: list[str] | None = None) -> dict | list[Path]:
         help="(b); --no-training: only (a), e.g. with the first part while the next travels",
     )
     running.add_argument("--save-model", action="store_true", help="also write the model")
+    running.add_argument(
+        "--teachers", type=int, default=0, help="train this many teachers first (distillation)"
+    )
+    running.add_argument("--teacher-env", default="base", help="the teachers' recipe (conf/ENV)")
+    running.add_argument(
+        "--teacher-param", action="append", default=[], help="teachers' recipe key=value"
+    )
+    running.add_argument(
+        "--teacher", type=Path, action="append", default=[], help="a trained teacher's file"
+    )
     args = parser.parse_args(argv)
     if args.command == "pack":
         return pack(args.project, args.out, args.part_mib)

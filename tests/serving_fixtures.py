@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import VIT_RECIPE
 
 from fer_pipeline.faces import FaceDetector
 from fer_pipeline.images import decode_image, encode_jpeg
@@ -66,6 +67,7 @@ def small_model(shared: Path) -> ModelBundle:
         data = [archive.read(f"aligned/train_{i:05d}_aligned.jpg") for i in range(1, 65)]
     images = images_to_tensor(data, 32)
     labels = torch.arange(64) % 7
-    config = TrainConfig(image_size=32, epochs=1, batch_size=16, warmup_epochs=0, device="cpu")
+    shrunk = {"image_size": 32, "epochs": 1, "batch_size": 16, "warmup_epochs": 0, "device": "cpu"}
+    config = TrainConfig(**{**VIT_RECIPE, **shrunk})
     bundle, _ = fit(images, torch.eye(7)[labels], images[:8], labels[:8], config)
     return bundle

@@ -41,7 +41,8 @@ def full_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    project = make_project(tmp_path_factory.mktemp("full"), shared_data)
+    majority = {"ferplus": {"labels": {"vote_policy": "majority"}}}  # what the counts recount
+    project = make_project(tmp_path_factory.mktemp("full"), shared_data, parameters=majority)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         bootstrap_project(project)

@@ -39,12 +39,17 @@ def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
             "--throughput-batch-size", "8",
             "--param", "image_size=32", "--param", "epochs=2", "--param", "batch_size=16",
             "--param", "warmup_epochs=0.5",
+            "--teachers", "1", "--teacher-param", "image_size=24", "--teacher-param", "epochs=1",
         ]
     )  # fmt: skip
     assert json.loads((out / "results.json").read_text())["training"]["epochs"] == 2
     throughput = results["throughput"]
     assert throughput["project_images_per_second"] > 0 < throughput["reference_images_per_second"]
     training = results["training"]
+    (teacher,) = results["teachers"]  # trained first, at its own size, then distilled from
+    assert teacher["recipe"]["image_size"] == 24 and teacher["epochs"] == 1
+    assert [t["reference"] for t in training["teacher"]] == [teacher["path"]]
+    assert training["recipe"]["distillation"] == "auto" and 0 < training["temperature"]
     recipe = training["recipe"]  # conf/gpu's keys, then --param's
     assert recipe["model"] == "fer_resnet18" and recipe["image_size"] == 32
     assert recipe["soft_targets"] and recipe["balance"] == "loss" and recipe["epochs"] == 2

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import VIT_RECIPE
 
 from fer_pipeline.datasets import ModelBundleDataset
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
@@ -42,7 +43,9 @@ def test_warmup_spans_the_configured_epochs_then_cosine_decays():
 def test_no_weight_decay_for_what_the_model_exempts():
     """timm's optimizer factory: a ViT's pos_embed and cls_token (named by its
     no_weight_decay()), norms and biases get none; weight matrices get the configured."""
-    config = TrainConfig(image_size=32, weight_decay=0.05, device="cpu")
+    config = TrainConfig(
+        model="vit_tiny_patch16_224", image_size=32, weight_decay=0.05, device="cpu"
+    )
     trainer = setup(config, train_size=64)
     decay_of = {
         id(p): group["weight_decay"]
@@ -169,6 +172,8 @@ def test_pretrained_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="pretrained: false"):
         build_model("vit_tiny_patch16_224", 64, pretrained=True)
+    with pytest.raises(ValueError, match="no pretrained weights for fer_resnet18"):
+        build_model("fer_resnet18", 64, pretrained=True)  # the default's own architecture
 
 
 @pytest.mark.parametrize(
@@ -223,19 +228,22 @@ def test_the_loop_learns_real_faces(shared_data, tmp_path):
     images = images_to_tensor([encode_png(pixels) for pixels in table["pixels"]], 32)
     labels = torch.from_numpy(table["label_orig"].to_numpy())
     config = TrainConfig(
-        image_size=32,
-        epochs=30,
-        batch_size=16,
-        lr=1e-3,
-        warmup_epochs=2,
-        mix_prob=0,
-        label_smoothing=0,
-        hflip=0,
-        rotation=0,
-        scale=[1, 1],
-        translate=0,
-        weight_decay=0,
-        device="cpu",
+        **{
+            **VIT_RECIPE,
+            "image_size": 32,
+            "epochs": 30,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "warmup_epochs": 2,
+            "mix_prob": 0,
+            "label_smoothing": 0,
+            "hflip": 0,
+            "rotation": 0,
+            "scale": [1, 1],
+            "translate": 0,
+            "weight_decay": 0,
+            "device": "cpu",
+        }
     )
     _, history = fit(images, torch.eye(7)[labels], images, labels, config)
     assert history[0]["val_accuracy"] < 0.6

@@ -16,7 +16,6 @@ import torch
 import yaml
 from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 
-from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.tracking import split_digest
@@ -147,19 +146,6 @@ def test_mlflow_runs_compare_and_the_model_predicts(tiny_runs, shared_data):
     out = model.predict(pd.DataFrame({"image": faces}))
     assert list(out.columns) == [*CLASSES, "label"] and len(out) == 2
     assert out[list(CLASSES)].sum(axis=1).round(4).tolist() == [1.0, 1.0]
-
-
-@pytest.mark.parametrize("env", ["quick", "cpu", "gpu"])
-def test_environments_name_valid_recipe_keys(env):
-    """Each environment's recipe is valid and overrides only what it names: the rest
-    comes from TrainConfig's defaults."""
-    named = yaml.safe_load((PROJECT / f"conf/{env}/parameters_training.yml").read_text())
-    config = TrainConfig.from_dict(named["training"])
-    assert config.image_size < TrainConfig().image_size and config.epochs <= TrainConfig().epochs
-    assert (
-        config.model == "fer_resnet18"
-        and config.warmup_epochs == named["training"]["warmup_epochs"]
-    )
 
 
 def test_kedro_viz_build(tiny_runs, tmp_path):

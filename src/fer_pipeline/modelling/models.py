@@ -95,6 +95,11 @@ def _timm_model(name: str, image_size: int, pretrained: bool | str, **kwargs: An
         if not Path(pretrained).is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {pretrained}")
         args.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)})
+    elif pretrained and timm.is_model(name) and not timm.is_model_pretrained(name):
+        raise ValueError(  # fer_resnet18 (the default) is this project's own architecture
+            f"timm has no pretrained weights for {name}: set `pretrained: false`, the path "
+            "of a weights file, or a model that has them (e.g. `--env vit`, ViT-Tiny)"
+        )
     else:
         args["pretrained"] = bool(pretrained)
     try:

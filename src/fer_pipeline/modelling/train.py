@@ -46,6 +46,7 @@ from fer_pipeline.modelling.distributed import (
     broadcast_from_main,
     current_ranks,
 )
+from fer_pipeline.modelling.estimate import SlowRecipeProbe
 from fer_pipeline.modelling.metrics import confusion_macro_f1
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.modelling.runtime import (
@@ -233,9 +234,11 @@ def train_one_epoch(
     mixer: Mixup | SoftTargetMixer,
     loss_weight: torch.Tensor | None = None,
     sample_weight: torch.Tensor | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``images``; ``targets`` are integer labels (timm's ``Mixup``) or
-    distributions (``SoftTargetMixer``). Returns the epoch's training figures.
+    distributions (``SoftTargetMixer``); ``after_step`` is called after each step (the
+    first epoch's ``SlowRecipeProbe``). Returns the epoch's training figures.
 
     ``images`` are this rank's share (``rank_rows``): each rank draws its own order of
     them every epoch, so the ranks' batches are disjoint and a global batch is
@@ -293,6 +296,8 @@ def train_one_epoch(
         seen += len(index)
         loss_sum += loss.detach() * len(index)
         correct += (logits.argmax(1) == hard[index]).sum()
+        if after_step is not None:
+            after_step()
         if step % 10 == 9 or step == trainer.steps_per_epoch - 1:
             bar.set_postfix(  # rank 0's share
                 loss=f"{float(loss_sum) / seen:.3f}",
@@ -503,6 +508,10 @@ def fit(
         size=config.image_size,
     )
 
+    probe = None  # a recipe meant for a GPU says so when it starts on a CPU
+    if device.type == "cpu" and trainer.ranks.main:
+        recipe = f"This recipe ({config.model}, {config.image_size} px, {config.epochs} epochs)"
+        probe = SlowRecipeProbe(trainer.steps_per_epoch, config.epochs - start, device.type, recipe)
     for epoch in range(start + 1, config.epochs + 1):
         patience = config.early_stopping_patience
         if patience and epoch - trainer.best["epoch"] > patience:
@@ -518,6 +527,7 @@ def fit(
             mixer=mixer,
             loss_weight=weights if config.balance == "loss" else None,
             sample_weight=weights[labels] if config.balance == "sampler" else None,
+            after_step=probe if epoch == start + 1 else None,
         )
         row |= validate(trainer, val_images, val_labels)
         trainer.history.append(row)
