@@ -49,7 +49,7 @@ def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
     (teacher,) = results["teachers"]  # trained first, at its own size, then distilled from
     assert teacher["recipe"]["image_size"] == 24 and teacher["epochs"] == 1
     assert [t["reference"] for t in training["teacher"]] == [teacher["path"]]
-    assert training["recipe"]["distillation"] == "auto" and 0 < training["temperature"]
+    assert training["recipe"]["distillation"] == "auto" and training["temperature"] > 0
     recipe = training["recipe"]  # conf/gpu's keys, then --param's
     assert recipe["model"] == "fer_resnet18" and recipe["image_size"] == 32
     assert recipe["soft_targets"] and recipe["balance"] == "loss" and recipe["epochs"] == 2
