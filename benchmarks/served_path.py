@@ -62,6 +62,7 @@ from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.runtime.recogniser import load_classifier, recognition_config
 from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
+from fer_pipeline.shards import Shards
 
 SCALES = (64, 128, 256)
 """Sides of the dataset crop in the photo, in px."""
@@ -192,13 +193,7 @@ def serve(faces: FaceRecogniser, picture: np.ndarray, placed: Box, whole: bool =
 def sample(shards: Path, per_source: int, seed: int) -> pd.DataFrame:
     """``per_source`` faces of each source, stratified by label (the source's class
     proportions), from the ``part-*.parquet`` shards in ``shards``."""
-    parts = sorted(shards.glob("part-*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"no part-*.parquet in {shards}")
-    frame = pd.concat(
-        [pd.read_parquet(p, columns=["image", "label", "source"]) for p in parts],
-        ignore_index=True,
-    )
+    frame = Shards(shards).read(["image", "label", "source"])
     chosen = []
     for _, rows in frame.groupby("source", sort=True):
         fraction = min(1.0, per_source / len(rows))
