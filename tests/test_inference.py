@@ -27,7 +27,7 @@ DEFAULTS = {  # every inference parameter, spelled out (a dict is accepted by th
     "yunet_model": None,
     "min_face": 48,
     "score_threshold": 0.6,
-    "margin": 0.2,
+    "margin": 0.0,
     "annotate": True,
     "video_fps": 2,
 }
@@ -229,7 +229,7 @@ def test_inference_parameters_have_one_set_of_defaults():
         classes = list(CLASSES)
 
     recogniser = recogniser_from_params(Stub(), recognition)
-    assert (recogniser.margin, recogniser.detector.max_side) == (0.2, DETECT_MAX_SIDE)
+    assert (recogniser.margin, recogniser.detector.max_side) == (0.0, DETECT_MAX_SIDE)
 
 
 def test_video_sampling_ends_at_any_rate(tmp_path, faces):

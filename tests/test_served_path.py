@@ -71,13 +71,13 @@ def test_yunet_finds_the_placed_face_at_128_px(face):
         assert served_path.iou(found, box) > 0.5
 
 
-def test_the_served_crop_of_a_perfect_box_covers_the_face(face):
-    margin = RecognitionConfig().margin  # the API's
+@pytest.mark.parametrize("margin", [RecognitionConfig().margin, 0.2])  # the API's, and wider
+def test_the_served_crop_of_a_perfect_box_covers_the_face(face, margin):
     for where, at in served_path.OFFSETS.items():
         picture, box = served_path.place(face, SIDE, at=at)
         x, y, w, h = box
         cut = crop(picture, box, margin)
-        grown = int(SIDE * margin)
+        grown = round(SIDE * margin)
         left, top = min(x, grown), min(y, grown)  # the margin clipped at the picture's edge
         assert cut.shape[:2] == (
             min(y + h + grown, 480) - y + top,
@@ -115,3 +115,11 @@ def test_serve_classifies_the_matched_box_with_the_api_margin(face):
     grown = (int(bw * 0.2), int(bh * 0.2))
     assert detected.shape[:2] == (bh + 2 * grown[1], bw + 2 * grown[0])
     assert placed.shape[:2] == (SIDE, SIDE) and whole.shape == picture.shape
+
+
+def test_the_crop_of_a_tall_box_is_a_square_as_wide_as_the_box():
+    """A detector's box is taller than the datasets' square crops: the crop is the
+    square as wide as the box (grown by the margin), centred on it."""
+    picture = np.arange(480 * 640, dtype=np.int64).reshape(480, 640)
+    assert np.array_equal(crop(picture, (100, 100, 80, 100), 0.0), picture[110:190, 100:180])
+    assert np.array_equal(crop(picture, (100, 100, 80, 100), 0.25), picture[90:210, 80:200])

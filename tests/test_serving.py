@@ -39,7 +39,7 @@ DETECTOR = {
     "detector": "haar",
     "min_face": 48,
     "score_threshold": 0.6,
-    "margin": 0.2,
+    "margin": 0.0,
 }
 
 

@@ -37,7 +37,8 @@ class RecognitionConfig(Params):
         MARGIN,
         ge=0,
         allow_inf_nan=False,
-        description="crop this fraction of the face's size around each box, on each side",
+        description="grow the square crop (as wide as the face's box) by this fraction of "
+        "its width on each side",
     )
     detect_max_side: int = Field(
         DETECT_MAX_SIDE,

@@ -45,9 +45,14 @@ class FaceRecogniser:
     def classify(
         self, pixels: np.ndarray, boxes: list[Box], timings: dict[str, float]
     ) -> list[dict[str, Any]]:
-        """One dict per box: ``box``, ``label`` and ``probabilities``."""
+        """One dict per box: ``box``, ``label`` and ``probabilities``. A box that is the
+        whole image (``detect`` off: the image is one cropped face) is classified as it
+        is, not cut square."""
         started = time.perf_counter()
-        probs = self.predictor.probabilities([crop(pixels, b, self.margin) for b in boxes])
+        whole = (0, 0, pixels.shape[1], pixels.shape[0])
+        probs = self.predictor.probabilities(
+            [pixels if tuple(b) == whole else crop(pixels, b, self.margin) for b in boxes]
+        )
         timings["classify"] = time.perf_counter() - started
         classes = self.predictor.classes
         return [
