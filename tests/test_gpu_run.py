@@ -40,6 +40,7 @@ def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
             "--param", "image_size=32", "--param", "epochs=2", "--param", "batch_size=16",
             "--param", "warmup_epochs=0.5",
             "--teachers", "1", "--teacher-param", "image_size=24", "--teacher-param", "epochs=1",
+            "--teacher-param", "warmup_epochs=0",
         ]
     )  # fmt: skip
     assert json.loads((out / "results.json").read_text())["training"]["epochs"] == 2
