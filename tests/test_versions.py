@@ -145,7 +145,10 @@ def test_kill_9_during_ingestion_leaves_nothing_half_written_to_read(project, tm
     assert process.returncode == -signal.SIGKILL
 
     time.sleep(3)  # the workers notice that the run is gone
-    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(project) in str(p.cmdline())]
+    # info, not cmdline(): a worker reaped as it is listed is a zombie, whose cmdline raises
+    left = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if str(project) in str(p.info["cmdline"])
+    ]
     assert not left, "ingestion workers outlived the killed run"
     killed = versions(project, faces)[-1]
     assert killed.name != before and not is_complete(killed)
