@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from _scratch import SHARED_DATA
 
-from fer_pipeline.faces import FaceDetector
-from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.data.images import decode_image, encode_jpeg
+from fer_pipeline.runtime.faces import FaceDetector
 
 SIZE = (480, 640)  # height, width
 

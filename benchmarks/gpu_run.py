@@ -40,10 +40,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # no install needed there
 
+from fer_pipeline.data.schema import SPLITS, TRAINING_COLUMNS  # noqa: E402
+from fer_pipeline.data.shards import Shards, write_shards  # noqa: E402
+from fer_pipeline.data.versions import latest_complete  # noqa: E402
 from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
-from fer_pipeline.schema import SPLITS, TRAINING_COLUMNS  # noqa: E402
-from fer_pipeline.shards import Shards, write_shards  # noqa: E402
-from fer_pipeline.versions import latest_complete  # noqa: E402
 
 PACK_COLUMNS = ["split", *TRAINING_COLUMNS]
 
@@ -175,10 +175,10 @@ def _recipe(env: str, args: argparse.Namespace, pairs: list[str]) -> TrainConfig
 def train_and_score(splits: dict, config: TrainConfig, tta: dict) -> tuple[dict, object]:
     """Train ``config`` on the packed train and val, score test plain and with TTA;
     returns the figures and the model."""
+    from fer_pipeline.modelling.engine import fit_shards
     from fer_pipeline.modelling.evaluate import predict_proba
     from fer_pipeline.modelling.metrics import macro_f1
     from fer_pipeline.modelling.tensors import images_to_tensor
-    from fer_pipeline.modelling.train import fit_shards
 
     started = time.perf_counter()
     test = splits["test"]

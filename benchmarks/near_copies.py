@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 from _scratch import SHARED_DATA
 
-from fer_pipeline.datasets import AffectNetRelease, FerPlusRelease, RafDbRelease
-from fer_pipeline.images import (
+from fer_pipeline.data.images import (
     NEAR_THUMBNAIL_SIDE,
     _dct_matrix,
     near_thumbnail,
@@ -37,7 +36,8 @@ from fer_pipeline.images import (
     phashes,
     to_gray,
 )
-from fer_pipeline.near_duplicates import hamming_pairs, shifted_correlation
+from fer_pipeline.data.near_duplicates import hamming_pairs, shifted_correlation
+from fer_pipeline.datasets import AffectNetRelease, FerPlusRelease, RafDbRelease
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
 from fer_pipeline.pipelines.ingestion.nodes import _stored
 

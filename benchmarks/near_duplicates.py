@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from fer_pipeline.near_duplicates import _choose_m, hamming_pairs
+from fer_pipeline.data.near_duplicates import _choose_m, hamming_pairs
 
 
 def synthetic_hashes(n: int, clustered: int, cluster_size: int, blank: int, seed: int):

@@ -38,17 +38,17 @@ import psutil
 import yaml
 from _scratch import SHARED_DATA, scratch_project
 
-from fer_pipeline.near_duplicates import components
+from fer_pipeline.data.near_duplicates import components
+from fer_pipeline.data.versions import latest_complete
 from fer_pipeline.pipelines.splitting.nodes import _near_pairs
-from fer_pipeline.versions import latest_complete
 
 RANK_SETUP = """
     import resource, sys
     import psutil
     from fer_pipeline.modelling.config import TrainConfig
     from fer_pipeline.modelling.distributed import Ranks
-    from fer_pipeline.modelling.train import rank_data
-    from fer_pipeline.shards import Shards
+    from fer_pipeline.modelling.engine import rank_data
+    from fer_pipeline.data.shards import Shards
     train, val, size, rank, world = sys.argv[1:]
     config = TrainConfig(image_size=int(size), storage_size=int(size))
     before = psutil.Process().memory_info().rss

@@ -38,14 +38,13 @@ import httpx
 import numpy as np
 from _scratch import PROJECT, RAF_FACES, scratch_project
 
-from fer_pipeline.faces import FaceDetector
-from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.data.images import decode_image, encode_jpeg
+from fer_pipeline.data.versions import latest_complete
 from fer_pipeline.modelling.export import model_inputs, to_int8, to_onnx
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.serving.classifier import OnnxClassifier
+from fer_pipeline.runtime.classifier import OnnxClassifier
+from fer_pipeline.runtime.faces import FaceDetector, FaceRecogniser
 from fer_pipeline.serving.local import local_server
-from fer_pipeline.serving.recognise import FaceRecogniser
-from fer_pipeline.versions import latest_complete
 
 
 def single_face_images(count: int, detector: FaceDetector) -> list[bytes]:

@@ -28,7 +28,7 @@ import numpy as np
 import psutil
 from _scratch import PROJECT, RAF_FACES
 
-from fer_pipeline.images import decode_image, encode_jpeg, encode_png
+from fer_pipeline.data.images import decode_image, encode_jpeg, encode_png
 from fer_pipeline.serving.local import local_server
 from fer_pipeline.serving.service import LIGHT_WORKERS
 from fer_pipeline.serving.settings import ServingSettings

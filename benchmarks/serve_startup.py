@@ -19,9 +19,9 @@ PROBE = """
 import json, resource, sys, time
 started = time.perf_counter()
 import numpy as np
-from fer_pipeline.faces import FaceDetector
+from fer_pipeline.runtime.faces import FaceDetector
 from fer_pipeline.serving.app import load_model
-from fer_pipeline.serving.recognise import FaceRecogniser
+from fer_pipeline.runtime.faces import FaceRecogniser
 imported = time.perf_counter()
 classifier, version = load_model()
 recogniser = FaceRecogniser(classifier, FaceDetector())

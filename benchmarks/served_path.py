@@ -57,12 +57,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.faces import Box
-from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.data.images import decode_image, encode_jpeg
+from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.shards import Shards
+from fer_pipeline.runtime.faces import Box, FaceRecogniser, recogniser_from_params
 from fer_pipeline.runtime.recogniser import load_classifier, recognition_config
-from fer_pipeline.schema import CLASSES
-from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
-from fer_pipeline.shards import Shards
 
 SCALES = (64, 128, 256)
 """Sides of the dataset crop in the photo, in px."""

@@ -4,7 +4,7 @@ Both train the same model at the same image size and batch size for the same num
 steps on real RAF-DB faces, with the same augmentations (flip, rotation, scale,
 translation, CutMix/Mixup p=0.3):
 
-- project: ``fer_pipeline.modelling.train.fit``: images decoded once to a uint8 tensor,
+- project: ``fer_pipeline.modelling.engine.fit``: images decoded once to a uint8 tensor,
   augmented in batches on the device, channels-last, AMP on CUDA (optionally compiled);
 - reference: PIL decode + torchvision transforms per sample in a DataLoader, as the
   reference implementation did.
@@ -48,10 +48,10 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import close_ranks, init_ranks
+from fer_pipeline.modelling.engine import fit
 from fer_pipeline.modelling.models import build_model
-from fer_pipeline.modelling.runtime import autocast, autocast_dtype, resolve_device
+from fer_pipeline.modelling.device import autocast, autocast_dtype, resolve_device
 from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.modelling.train import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/rafdb/basic/Image/aligned.zip"
 

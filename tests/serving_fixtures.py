@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from conftest import VIT_RECIPE
 
-from fer_pipeline.faces import FaceDetector
-from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.data.images import decode_image, encode_jpeg
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.engine import fit
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.modelling.train import fit
+from fer_pipeline.runtime.faces import FaceDetector
 
 SLOTS = [(40, 50), (250, 60)]  # where faces go on a 400 x 220 canvas
 GREY = 120

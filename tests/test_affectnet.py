@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from conftest import catalog_of, make_project, raises_in_chain
 
+from fer_pipeline.data.errors import InputDataError, SourceNotFoundError
+from fer_pipeline.data.images import decode_image, encode_jpeg
 from fer_pipeline.datasets import AffectNetRelease, HuggingFaceFaces
 from fer_pipeline.datasets.affectnet import OFFICIAL_COLUMNS
-from fer_pipeline.errors import InputDataError, SourceNotFoundError
-from fer_pipeline.images import decode_image, encode_jpeg
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
 from fer_pipeline.pipelines.ingestion.nodes import face_shard
 

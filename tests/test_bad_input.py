@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import make_project, raises_in_chain
 
-from fer_pipeline.errors import InputDataError, SourceNotFoundError
+from fer_pipeline.data.errors import InputDataError, SourceNotFoundError
 
 
 def _rewrite_zip(archive: Path, replace: dict[str, bytes | None]) -> None:

@@ -12,8 +12,8 @@ import pytest
 from conftest import catalog_of, make_project
 from serving_fixtures import photo, raf_faces, small_model
 
+from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.modelling.export import to_onnx
-from fer_pipeline.schema import CLASSES
 from fer_pipeline.serving.local import local_server
 
 CHROMIUM_ARGS = [
@@ -124,7 +124,7 @@ def test_the_webcam_labels_faces_continuously(server, shared_data, tmp_path, chr
     after frame (a frame every FRAME_INTERVAL_MS after each answer), not one snapshot."""
     from playwright.sync_api import sync_playwright
 
-    from fer_pipeline.images import decode_image
+    from fer_pipeline.data.images import decode_image
 
     frame = np.full((480, 640, 3), 128, np.uint8)  # the fake camera's default size
     frame[130:350, 120:520] = decode_image(photo(raf_faces(shared_data, 2)))  # two faces

@@ -27,11 +27,11 @@ def test_temperature_fitted_on_val_keeps_the_predictions_and_lowers_val_nll(shar
     temperature, fitted on them, changes no prediction and lowers their NLL."""
     from conftest import write_ferplus_subset
 
+    from fer_pipeline.data.images import encode_png
     from fer_pipeline.datasets import FerPlusRelease
-    from fer_pipeline.images import encode_png
+    from fer_pipeline.modelling.engine import fit
     from fer_pipeline.modelling.evaluate import predict_views
     from fer_pipeline.modelling.tensors import images_to_tensor
-    from fer_pipeline.modelling.train import fit
 
     table = FerPlusRelease(str(write_ferplus_subset(shared_data, tmp_path, rows=128))).load().table
     images = images_to_tensor([encode_png(pixels) for pixels in table["pixels"]], 32)
@@ -52,7 +52,7 @@ def test_temperature_fitted_on_val_keeps_the_predictions_and_lowers_val_nll(shar
 def test_onnx_and_pytorch_apply_the_same_temperature():
     from fer_pipeline.modelling.export import to_onnx
     from fer_pipeline.modelling.predictor import Predictor
-    from fer_pipeline.serving.classifier import OnnxClassifier
+    from fer_pipeline.runtime.classifier import OnnxClassifier
 
     torch.manual_seed(0)
     model = build_model("fer_resnet18", 32)

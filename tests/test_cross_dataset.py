@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.shards import Shards, write_shards
 from fer_pipeline.modelling.config import TrainConfig
-from fer_pipeline.schema import CLASSES
-from fer_pipeline.shards import Shards, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,8 @@ def two_source_splits(shared_data, tmp_path_factory) -> tuple[Shards, Shards, Sh
     """Train, val and test shards of real FER+ and RAF-DB faces, both in each split."""
     from conftest import write_ferplus_subset
 
+    from fer_pipeline.data.images import encode_png
     from fer_pipeline.datasets import FerPlusRelease
-    from fer_pipeline.images import encode_png
 
     root = tmp_path_factory.mktemp("two_sources")
     fer = FerPlusRelease(str(write_ferplus_subset(shared_data, root / "fer", rows=60))).load()
@@ -54,7 +54,7 @@ def test_sources_are_checked():
 
 def test_training_on_one_source_is_scored_in_and_cross_domain(two_source_splits):
     from fer_pipeline.modelling.distributed import Ranks
-    from fer_pipeline.modelling.train import fit_shards, rank_data
+    from fer_pipeline.modelling.engine import fit_shards, rank_data
     from fer_pipeline.pipelines.evaluation.nodes import evaluate_model
 
     train, val, test = two_source_splits

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import catalog_of, make_project
 
-from fer_pipeline.schema import CLASSES, SPLITS
+from fer_pipeline.data.schema import CLASSES, SPLITS
 
 RAFDB_OFFICIAL = {  # ../shared/data/README.md
     "train": {

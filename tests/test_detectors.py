@@ -10,7 +10,7 @@ from conftest import PROJECT
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 import detectors  # noqa: E402
 
-from fer_pipeline.faces import FaceDetector  # noqa: E402
+from fer_pipeline.runtime.faces import FaceDetector  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ import torch
 import yaml
 from conftest import catalog_of, make_project
 
+from fer_pipeline.data.shards import Shards, write_shards
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import Ranks
+from fer_pipeline.modelling.engine import fit_shards, rank_data, rank_rows
 from fer_pipeline.modelling.evaluate import predict_proba
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import shards_to_tensor
-from fer_pipeline.modelling.train import fit_shards, rank_data, rank_rows
-from fer_pipeline.shards import Shards, write_shards
 
 NO_AUGMENTATION = {
     "hflip": 0.0,

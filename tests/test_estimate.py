@@ -9,13 +9,13 @@ import torch
 
 from fer_pipeline.modelling import estimate
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.engine import fit
 from fer_pipeline.modelling.estimate import (
     SLOW_RECIPE_SECONDS,
     SlowRecipeProbe,
     expected_training_seconds,
     slow_recipe_warning,
 )
-from fer_pipeline.modelling.train import fit
 
 
 def test_the_expected_time_is_every_step_of_every_epoch():

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from conftest import PROJECT
 
+from fer_pipeline.data.errors import InputDataError
+from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.datasets.ferplus import VOTE_NAMES
-from fer_pipeline.errors import InputDataError
 from fer_pipeline.pipelines.harmonisation.nodes import labelled_faces
-from fer_pipeline.schema import CLASSES
 
 VOTES = VOTE_NAMES
 PARAMS = yaml.safe_load((PROJECT / "conf/base/parameters_harmonisation.yml").read_text())

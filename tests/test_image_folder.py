@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from conftest import catalog_of, make_project, raises_in_chain
 
+from fer_pipeline.data.errors import InputDataError, SourceNotFoundError
+from fer_pipeline.data.schema import RELEASE_COLUMNS, SPLITS
 from fer_pipeline.datasets import ImageFolderFaces
-from fer_pipeline.errors import InputDataError, SourceNotFoundError
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
 from fer_pipeline.pipelines.ingestion.nodes import face_shard
-from fer_pipeline.schema import RELEASE_COLUMNS, SPLITS
 
 KDEF_MAP = {
     "afraid": "fear",

@@ -17,9 +17,9 @@ from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 from kedro.validation import ParameterValidationError
 from serving_fixtures import GREY, photo, video
 
-from fer_pipeline.images import decode_image, encode_jpeg
+from fer_pipeline.data.images import decode_image, encode_jpeg
+from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.modelling.export import to_onnx
-from fer_pipeline.schema import CLASSES
 
 DEFAULTS = {  # every inference parameter, spelled out (a dict is accepted by the nodes)
     "model_uri": None,
@@ -205,9 +205,8 @@ def test_bad_parameters_stop_the_run_before_any_node(params, expected, tmp_path,
 def test_inference_parameters_have_one_set_of_defaults():
     """The defaults live in ``InferenceConfig``; conf/base states none of them again, and
     the recognition settings (what the API can share) are a model of their own."""
-    from fer_pipeline.faces import DETECT_MAX_SIDE, MIN_FACE
     from fer_pipeline.pipelines.inference.config import InferenceConfig, RecognitionConfig
-    from fer_pipeline.serving.recognise import recogniser_from_params
+    from fer_pipeline.runtime.faces import DETECT_MAX_SIDE, MIN_FACE, recogniser_from_params
 
     base = yaml.safe_load((PROJECT / "conf/base/parameters_inference.yml").read_text())
     assert base == {"inference": {}}
@@ -453,8 +452,8 @@ def test_an_image_failing_in_the_detector_is_skipped(
     """Issue 4: an error of OpenCV's (an assertion on a very thin image) or a
     ``ValueError`` while searching one image stopped the whole run without naming it."""
     from fer_pipeline.datasets import ImageFiles
-    from fer_pipeline.faces import FaceDetector
     from fer_pipeline.pipelines.inference.nodes import predicted_faces
+    from fer_pipeline.runtime.faces import FaceDetector
 
     detect = FaceDetector.detect
 

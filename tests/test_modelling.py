@@ -11,10 +11,10 @@ from conftest import VIT_RECIPE
 from fer_pipeline.datasets import ModelBundleDataset
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.engine import setup
 from fer_pipeline.modelling.metrics import calibration, classification_report, macro_f1, per_class
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.runtime import normalise
-from fer_pipeline.modelling.train import setup
+from fer_pipeline.modelling.device import normalise
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 DEIT = "deit_tiny_distilled_patch16_224"
@@ -219,10 +219,10 @@ def test_the_loop_learns_real_faces(shared_data, tmp_path):
     (wrong targets, detached loss, a frozen optimiser) stays near chance."""
     from conftest import write_ferplus_subset
 
+    from fer_pipeline.data.images import encode_png
     from fer_pipeline.datasets import FerPlusRelease
-    from fer_pipeline.images import encode_png
+    from fer_pipeline.modelling.engine import fit
     from fer_pipeline.modelling.tensors import images_to_tensor
-    from fer_pipeline.modelling.train import fit
 
     table = FerPlusRelease(str(write_ferplus_subset(shared_data, tmp_path, rows=48))).load().table
     images = images_to_tensor([encode_png(pixels) for pixels in table["pixels"]], 32)
@@ -251,13 +251,13 @@ def test_the_loop_learns_real_faces(shared_data, tmp_path):
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_runs_in_fp32(monkeypatch, caplog):
-    from fer_pipeline.modelling import runtime
+    from fer_pipeline.modelling import device
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
-    assert runtime.autocast_dtype("bf16", cpu) is torch.bfloat16
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
-    assert runtime.autocast_dtype("bf16", cpu) is None
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    assert device.autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert device.autocast_dtype("bf16", cpu) is None
     assert "no bf16 instructions" in caplog.text
-    assert runtime.autocast_dtype("fp32", cpu) is None
+    assert device.autocast_dtype("fp32", cpu) is None
     assert runtime.autocast_dtype("auto", cpu) is None

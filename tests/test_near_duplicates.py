@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_pipeline import near_duplicates
-from fer_pipeline.near_duplicates import components, hamming_pairs
+from fer_pipeline.data import near_duplicates
+from fer_pipeline.data.near_duplicates import components, hamming_pairs
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,8 @@ def test_components_of_hamming_pairs(hashes, distances):
 @pytest.fixture(scope="module")
 def real_faces(shared_data) -> list[np.ndarray]:
     """40 RAF-DB training faces (100 x 100 RGB), decoded."""
+    from fer_pipeline.data.images import decode_image
     from fer_pipeline.datasets import RafDbRelease
-    from fer_pipeline.images import decode_image
 
     release = RafDbRelease(str(shared_data / "rafdb/basic")).load()
     rows = release.table[release.table["source_split"] == "train"].head(40)
@@ -146,7 +146,7 @@ def _copy(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     0.8-1.25, the box shifted and resized by up to 4 % of the side, re-encoded."""
     import cv2
 
-    from fer_pipeline.images import decode_image, encode_jpeg
+    from fer_pipeline.data.images import decode_image, encode_jpeg
 
     side = face.shape[0]
     big = cv2.resize(face, (2 * side, 2 * side), interpolation=cv2.INTER_CUBIC)
@@ -161,7 +161,7 @@ def _copy(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def test_shifted_thumbnails_tell_copies_from_other_faces(real_faces):
     """Every shifted, rescaled, re-encoded copy of a real face correlates at least 0.85
     with it (the default ``near_duplicate_correlation``); most other faces do not."""
-    from fer_pipeline.images import NEAR_THUMBNAIL_SIDE, near_thumbnail
+    from fer_pipeline.data.images import NEAR_THUMBNAIL_SIDE, near_thumbnail
 
     rng = np.random.default_rng(0)
     side = NEAR_THUMBNAIL_SIDE

@@ -8,8 +8,8 @@ import matplotlib
 from conftest import PROJECT, make_project
 from kedro.framework.project import configure_project
 
+from fer_pipeline.data.schema import SOURCES
 from fer_pipeline.pipeline_registry import register_pipelines
-from fer_pipeline.schema import SOURCES
 
 matplotlib.use("Agg")
 

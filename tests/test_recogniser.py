@@ -17,14 +17,14 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from serving_fixtures import photo
 
-from fer_pipeline.images import NotAnImage, decode_image, encode_jpeg
+from fer_pipeline.data.images import NotAnImage, decode_image, encode_jpeg
+from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.modelling.export import to_onnx
 from fer_pipeline.pipelines.inference.config import InferenceConfig
 from fer_pipeline.runtime import Face, Recogniser, RecognitionConfig
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.runtime.classifier import OnnxClassifier
+from fer_pipeline.runtime.faces import recogniser_from_params
 from fer_pipeline.serving.app import create_app
-from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.serving.recognise import recogniser_from_params
 
 DOC = PROJECT / "docs" / "python-api.md"
 HEAVY = ("torch", "timm", "kedro", "mlflow")
@@ -197,17 +197,18 @@ def test_load_finds_the_newest_complete_export_and_names_what_it_looked_for(
 
 
 def test_mlflow_uris_are_read_by_mlflow_alone(onnx_bytes, monkeypatch):
-    import fer_pipeline.tracking
+    from fer_pipeline.runtime import recogniser
 
     asked = []
     monkeypatch.setattr(
-        fer_pipeline.tracking, "load_registered_onnx", lambda uri: asked.append(uri) or onnx_bytes
+        recogniser, "load_registered_onnx", lambda uri: asked.append(uri) or onnx_bytes
     )
     champion = "models:/fer_pipeline@champion"
     assert Recogniser.load(champion).version == champion
     assert Recogniser.load("runs:/abc/model").classes == list(CLASSES)
     assert asked == [champion, "runs:/abc/model"]
-    monkeypatch.setitem(sys.modules, "fer_pipeline.tracking", None)  # as if MLflow were absent
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if MLflow were absent
     with pytest.raises(ImportError, match="reading models:/fer@champion needs MLflow"):
         Recogniser.load("models:/fer@champion")
 

@@ -17,7 +17,7 @@ import torch
 from conftest import VIT_RECIPE
 
 from fer_pipeline.modelling.config import TrainConfig
-from fer_pipeline.modelling.train import fit
+from fer_pipeline.modelling.engine import fit
 
 SCRIPT = textwrap.dedent(
     """
@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     from fer_pipeline.modelling.config import TrainConfig
-    from fer_pipeline.modelling.train import fit
+    from fer_pipeline.modelling.engine import fit
     data = torch.load(sys.argv[1])
     fit(*data["args"], TrainConfig(**data["config"]), checkpoint=Path(sys.argv[2]))
     """
@@ -35,8 +35,8 @@ SCRIPT = textwrap.dedent(
 def _data(shared: Path, n: int = 384, size: int = 32):
     from conftest import write_ferplus_subset
 
+    from fer_pipeline.data.images import encode_png
     from fer_pipeline.datasets import FerPlusRelease
-    from fer_pipeline.images import encode_png
     from fer_pipeline.modelling.tensors import images_to_tensor
 
     root = write_ferplus_subset(shared, Path(os.environ["RESUME_TMP"]) / "ferplus", rows=n)

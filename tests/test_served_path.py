@@ -14,10 +14,13 @@ from conftest import PROJECT
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 import served_path  # noqa: E402
 
-from fer_pipeline.faces import FaceDetector, crop  # noqa: E402
+from fer_pipeline.data.schema import CLASSES  # noqa: E402
 from fer_pipeline.runtime.config import RecognitionConfig  # noqa: E402
-from fer_pipeline.schema import CLASSES  # noqa: E402
-from fer_pipeline.serving.recognise import FaceRecogniser  # noqa: E402
+from fer_pipeline.runtime.faces import (  # noqa: E402
+    FaceDetector,
+    FaceRecogniser,  # noqa: E402
+    crop,
+)
 
 SIDE = 128
 

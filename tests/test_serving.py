@@ -22,18 +22,17 @@ from PIL import Image
 from pydantic_settings import SettingsError
 from serving_fixtures import GREY, SLOTS, photo
 
-from fer_pipeline.faces import FaceDetector
-from fer_pipeline.images import decode_image, encode_jpeg, read_header, resized_rgb
+from fer_pipeline.data.images import decode_image, encode_jpeg, read_header, resized_rgb
+from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.shards import Shards, write_shards
 from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.pipelines.export.nodes import exported_models
+from fer_pipeline.runtime.classifier import OnnxClassifier
 from fer_pipeline.runtime.config import RecognitionConfig
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.runtime.faces import FaceDetector, FaceRecogniser, recogniser_from_params
 from fer_pipeline.serving.app import create_app, load_model
-from fer_pipeline.serving.classifier import OnnxClassifier
 from fer_pipeline.serving.local import local_server
-from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
 from fer_pipeline.serving.settings import ServingSettings
-from fer_pipeline.shards import Shards, write_shards
 
 DETECTOR = {
     "detector": "haar",
@@ -260,7 +259,7 @@ def test_serving_imports_neither_torch_nor_timm():
     import sys
 
     code = (
-        "import sys; import fer_pipeline.serving.app, fer_pipeline.serving.classifier, "
+        "import sys; import fer_pipeline.serving.app, fer_pipeline.runtime.classifier, "
         "fer_pipeline.pipelines.inference.nodes; "
         "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
     )

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
+from fer_pipeline.data.executors import bounded_map, open_executor
 from fer_pipeline.datasets import RafDbRelease
 from fer_pipeline.datasets.shards import Shards, ShardsDataset
-from fer_pipeline.executors import bounded_map, open_executor
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
 from fer_pipeline.pipelines.ingestion.nodes import faces_from_release
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fer_pipeline.data.schema import SPLITS
 from fer_pipeline.pipelines.merging.nodes import merged_faces
 from fer_pipeline.pipelines.splitting.nodes import split_faces as split_index
-from fer_pipeline.schema import SPLITS
 
 SPLITTING = {
     "val_fraction": 0.1,

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from fer_pipeline.modelling.config import TrainConfig
-from fer_pipeline.modelling.train import fit
-from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.tracking import EpochMetricsLogger, load_registered_onnx, promote
+from fer_pipeline.modelling.engine import fit
+from fer_pipeline.runtime.classifier import OnnxClassifier
+from fer_pipeline.runtime.model_store import load_registered_onnx
+from fer_pipeline.tracking.registry import promote
+from fer_pipeline.tracking.runs import EpochMetricsLogger
 
 
 @pytest.fixture
@@ -85,9 +87,9 @@ def test_a_registered_model_is_served_without_unpickling(store, bundle, monkeypa
     """Logged by the training pipeline's dataset (signature, weights and ONNX export as
     artifacts), registered, aliased: the API serves its ONNX artifact, and loading it
     unpickles nothing."""
-    from fer_pipeline.datasets.tracking import PyfuncModelDataset
-    from fer_pipeline.modelling.pyfunc import FerPyfuncModel
     from fer_pipeline.serving.app import load_model
+    from fer_pipeline.tracking.datasets import PyfuncModelDataset
+    from fer_pipeline.tracking.pyfunc import FerPyfuncModel
 
     with mlflow.start_run():
         dataset = PyfuncModelDataset(save_args={"name": "model"})

@@ -14,7 +14,7 @@ from conftest import catalog_of, make_project, raises_in_chain
 from serving_fixtures import photo, raf_faces, small_model, video
 
 from fer_pipeline.modelling.export import to_onnx
-from fer_pipeline.tracking import TrackingStoreError, check_tracking_store, sqlite_file
+from fer_pipeline.runtime.model_store import TrackingStoreError, check_tracking_store, sqlite_file
 
 GARBAGE = b"not an SQLite database, a file overwritten by mistake\n" * 200
 

@@ -16,9 +16,9 @@ import torch
 import yaml
 from conftest import PROJECT, catalog_of, make_project, raises_in_chain
 
+from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.schema import CLASSES
-from fer_pipeline.tracking import split_digest
+from fer_pipeline.tracking.runs import split_digest
 
 TINY = {
     "training": {

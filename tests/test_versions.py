@@ -1,6 +1,6 @@
 """Versioned outputs appear complete or not at all: a run killed (``kill -9``) or failing
 half-way leaves versions marked incomplete, and later runs read the newest complete
-version of each input instead (see ``fer_pipeline.versions``)."""
+version of each input instead (see ``fer_pipeline.data.versions``)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ from kedro.io import DatasetError, Version
 from kedro.io.core import generate_timestamp
 from serving_fixtures import photo, raf_faces, small_model, video
 
+from fer_pipeline.data.schema import SPLITS
+from fer_pipeline.data.shards import Shards
+from fer_pipeline.data.versions import INCOMPLETE, is_complete, latest_complete
 from fer_pipeline.datasets import BytesDataset
-from fer_pipeline.schema import SPLITS
-from fer_pipeline.shards import Shards
-from fer_pipeline.versions import INCOMPLETE, is_complete, latest_complete
 
 SPLIT_FILES = {s: Path(f"data/05_model_input/{s}") for s in SPLITS}
 

@@ -16,10 +16,10 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CachedDataset, DatasetError, Version
 from kedro.io.core import generate_timestamp
 
-from fer_pipeline.schema import SPLITS
-from fer_pipeline.shards import Shards
-from fer_pipeline.tracking import active_run_id, log_split_input
-from fer_pipeline.versions import is_complete, latest_complete, mark_complete, mark_incomplete
+from fer_pipeline.data.schema import SPLITS
+from fer_pipeline.data.shards import Shards
+from fer_pipeline.data.versions import is_complete, latest_complete, mark_complete, mark_incomplete
+from fer_pipeline.tracking.runs import active_run_id, log_split_input
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ import pandas as pd
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from fer_pipeline.data.schema import TRAINING_COLUMNS
+from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import (
     OUTPUT_HISTORY,
@@ -32,9 +34,7 @@ from fer_pipeline.modelling.distributed import (
     close_ranks,
     init_ranks,
 )
-from fer_pipeline.modelling.train import fit_shards
-from fer_pipeline.schema import TRAINING_COLUMNS
-from fer_pipeline.shards import Shards
+from fer_pipeline.modelling.engine import fit_shards
 
 logger = logging.getLogger("fer_pipeline.train")
 
@@ -96,7 +96,7 @@ def _epoch_logger(args: argparse.Namespace):
         mlflow.set_tracking_uri(args.mlflow_tracking_uri)
     if not args.mlflow_run_id:
         return None
-    from fer_pipeline.tracking import EpochMetricsLogger
+    from fer_pipeline.tracking.runs import EpochMetricsLogger
 
     return EpochMetricsLogger(args.mlflow_run_id)
 

@@ -1,4 +1,5 @@
-"""Kedro datasets: the sources in their release layouts, and local files."""
+"""Kedro datasets: the sources in their release layouts, and the local files a run reads
+and writes."""
 
 from fer_pipeline.datasets.affectnet import AffectNetRelease
 from fer_pipeline.datasets.ferplus import FerPlusRelease

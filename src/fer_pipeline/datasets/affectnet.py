@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fer_pipeline.data.errors import InputDataError
+from fer_pipeline.data.images import decode_image
+from fer_pipeline.data.schema import AUTOMATIC, MANUAL
 from fer_pipeline.datasets.base import SourceDataset
-from fer_pipeline.errors import InputDataError
-from fer_pipeline.images import decode_image
-from fer_pipeline.schema import AUTOMATIC, MANUAL
 
 CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 AUTOMATIC_CSV = "automatically_annotated.csv"

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from fer_pipeline.errors import SourceNotFoundError
-from fer_pipeline.schema import RELEASE_COLUMNS
+from fer_pipeline.data.errors import SourceNotFoundError
+from fer_pipeline.data.schema import RELEASE_COLUMNS
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import csv as pa_csv
 
+from fer_pipeline.data.errors import InputDataError
 from fer_pipeline.datasets.base import SourceDataset
-from fer_pipeline.errors import InputDataError
 
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 VOTE_NAMES = (

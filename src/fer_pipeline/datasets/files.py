@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 
-from fer_pipeline.versions import fsync_dir
+from fer_pipeline.data.versions import fsync_dir
 
 if TYPE_CHECKING:  # torch is imported only when a model is read or written
     from fer_pipeline.modelling.models import ModelBundle

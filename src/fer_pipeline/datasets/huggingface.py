@@ -11,8 +11,8 @@ from typing import Any
 import datasets
 import pandas as pd
 
+from fer_pipeline.data.errors import InputDataError, SourceNotFoundError
 from fer_pipeline.datasets.base import SourceDataset
-from fer_pipeline.errors import InputDataError, SourceNotFoundError
 
 _HUB_ID = re.compile(r"^[\w-]+/[\w.-]+$")
 

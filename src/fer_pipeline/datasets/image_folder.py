@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from fer_pipeline.data.errors import InputDataError
+from fer_pipeline.data.schema import SPLITS
 from fer_pipeline.datasets.base import SourceDataset
-from fer_pipeline.errors import InputDataError
-from fer_pipeline.schema import SPLITS
 
 logger = logging.getLogger(__name__)
 

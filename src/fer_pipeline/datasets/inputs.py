@@ -23,7 +23,7 @@ from typing import IO, Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from fer_pipeline.errors import SourceNotFoundError
+from fer_pipeline.data.errors import SourceNotFoundError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fer_pipeline.data.errors import InputDataError
 from fer_pipeline.datasets.base import SourceDataset
-from fer_pipeline.errors import InputDataError
 
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 ALIGNED_DIR = "Image/aligned"

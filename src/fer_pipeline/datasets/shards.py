@@ -12,13 +12,13 @@ import pyarrow as pa
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 
-from fer_pipeline.shards import Shards, write_shards
+from fer_pipeline.data.shards import Shards, write_shards
 
 __all__ = ["Shards", "ShardsDataset"]
 
 
 class ShardsDataset(AbstractVersionedDataset[Iterable[pd.DataFrame | pa.Table], Shards]):
-    """A versioned folder of Parquet shards (``fer_pipeline.shards``), saved from any
+    """A versioned folder of Parquet shards (``fer_pipeline.data.shards``), saved from any
     iterable of tables (a generator keeps one part in memory at a time), one shard per
     table, in row groups of at most ``row_group_rows`` rows (the unit readers stream),
     and loaded as ``Shards``. A killed run leaves no folder that a later run reads."""

@@ -1,1 +1,2 @@
-"""Model, training and evaluation code: torch and timm only, importable without Kedro."""
+"""Models, the training engine, distillation, evaluation and export: torch and timm,
+importable without Kedro or MLflow."""

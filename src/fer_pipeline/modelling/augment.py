@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 
-from fer_pipeline.modelling.runtime import normalise
+from fer_pipeline.modelling.device import normalise
 
 
 class BatchAugment:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fer_pipeline.schema import LABEL_QUALITIES, SOURCES
+from fer_pipeline.data.schema import LABEL_QUALITIES, SOURCES
 
 BALANCE_CHOICES = ("none", "sampler", "loss")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")

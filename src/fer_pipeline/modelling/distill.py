@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.versions import latest_complete
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec
-from fer_pipeline.modelling.runtime import normalise
-from fer_pipeline.schema import CLASSES
-from fer_pipeline.versions import latest_complete
-
-MLFLOW_SCHEMES = ("models:/", "runs:/")
+from fer_pipeline.modelling.device import normalise
+from fer_pipeline.runtime.model_store import MLFLOW_SCHEMES, load_registered_weights
 
 
 def teacher_references(teacher: str | Sequence[str] | None) -> list[str]:
@@ -41,8 +40,6 @@ def resolve_teacher(reference: str) -> Path:
     version); or an MLflow ``models:/`` / ``runs:/`` URI of a model the training
     pipeline logged (its ``weights`` artifact, downloaded)."""
     if reference.startswith(MLFLOW_SCHEMES):
-        from fer_pipeline.tracking import load_registered_weights  # MLflow only for a URI
-
         return load_registered_weights(reference)
     path = Path(reference).expanduser()
     if path.is_dir():

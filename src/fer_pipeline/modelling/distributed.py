@@ -24,10 +24,11 @@ import yaml
 from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.config import TrainConfig
-from fer_pipeline.modelling.distill import MLFLOW_SCHEMES, teacher_references
+from fer_pipeline.modelling.distill import teacher_references
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.shards import Shards
+from fer_pipeline.runtime.model_store import MLFLOW_SCHEMES
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +153,12 @@ def launch_fit(
     config: TrainConfig,
     checkpoint: Path,
     mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """``fit_shards`` in ``nproc_per_node`` ranks on this machine (and those of the other
     ``nnodes``), started by torch's elastic launcher; returns rank 0's model and history.
-    With ``mlflow_run_id``, rank 0 logs each epoch's figures to that run as it goes.
+    With ``mlflow_run_id``, rank 0 logs each epoch's figures to that run as it goes;
+    the ranks open MLflow's store at ``tracking_uri`` (for a ``models:/`` teacher too).
 
     Each rank reads its share of the splits' shards where they are (on several
     machines, a path they all see); the recipe goes to a working folder beside
@@ -175,10 +178,8 @@ def launch_fit(
         f"--checkpoint={checkpoint}",
     ]
     teachers = teacher_references(config.teacher)
-    if mlflow_run_id or any(t.startswith(MLFLOW_SCHEMES) for t in teachers):
-        import mlflow  # the ranks read a models:/ teacher from the same store
-
-        worker_args.append(f"--mlflow-tracking-uri={mlflow.get_tracking_uri()}")
+    if tracking_uri and (mlflow_run_id or any(t.startswith(MLFLOW_SCHEMES) for t in teachers)):
+        worker_args.append(f"--mlflow-tracking-uri={tracking_uri}")  # a models:/ teacher too
     if mlflow_run_id:
         worker_args.append(f"--mlflow-run-id={mlflow_run_id}")
     logger.info(

@@ -16,7 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.data.schema import CLASSES
 
 CNN_NAME = "fer_cnn"
 """The FER2013 study's baseline: a ~4.7M-parameter CNN for 48x48 faces, from scratch."""

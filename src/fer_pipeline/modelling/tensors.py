@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from fer_pipeline.images import decode_image, parallel_map, resized_rgb
-from fer_pipeline.shards import Shards
+from fer_pipeline.data.images import decode_image, parallel_map, resized_rgb
+from fer_pipeline.data.shards import Shards
 
 
 def _decode_into(out: np.ndarray, images: Sequence[bytes], desc: str) -> None:

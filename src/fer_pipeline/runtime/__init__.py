@@ -1,4 +1,6 @@
-"""The Python API, for programs that do not run Kedro (docs/python-api.md)::
+"""Faces found and classified with ONNX Runtime, NumPy and OpenCV only: the detector and
+crop, the exported classifier, and the Python API for programs that do not run Kedro
+(docs/python-api.md)::
 
     from fer_pipeline.runtime import Recogniser
 

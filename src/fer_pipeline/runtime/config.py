@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from fer_pipeline.faces import DETECT_MAX_SIDE, MARGIN, MIN_FACE, SCORE_THRESHOLD
-from fer_pipeline.params import Params
+from fer_pipeline.config.params import Params
+from fer_pipeline.runtime.faces import DETECT_MAX_SIDE, MARGIN, MIN_FACE, SCORE_THRESHOLD
 
 
 def _existing_file(value: str | None) -> str | None:

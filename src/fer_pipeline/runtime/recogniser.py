@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fer_pipeline.images import MIN_SIDE, decode_image
+from fer_pipeline.data.images import MIN_SIDE, decode_image
+from fer_pipeline.data.versions import latest_complete
+from fer_pipeline.runtime.classifier import OnnxClassifier
 from fer_pipeline.runtime.config import RecognitionConfig
-from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.serving.recognise import recogniser_from_params
-from fer_pipeline.versions import latest_complete
+from fer_pipeline.runtime.faces import recogniser_from_params
+from fer_pipeline.runtime.model_store import MLFLOW_SCHEMES, load_registered_onnx
 
-MLFLOW_SCHEMES = ("models:/", "runs:/")
 """URIs read from MLflow (the model's ONNX artifact); any other string is a path."""
 CATALOG_PATTERNS = ("catalog*", "catalog*/**", "**/catalog*")
 """Where Kedro's config loader finds the catalog in an environment's folder."""
@@ -178,14 +178,13 @@ def load_classifier(
     target = os.fspath(path_or_models_uri)
     if target.startswith(MLFLOW_SCHEMES):
         try:
-            from fer_pipeline.tracking import load_registered_onnx
+            onnx = load_registered_onnx(target)
         except ImportError as exc:
             raise ImportError(
                 f"reading {target} needs MLflow, which cannot be imported ({exc}): install "
                 "mlflow, or pass the path of an exported .onnx file"
             ) from exc
-        source = f"the ONNX model of {target}"
-        return OnnxClassifier(load_registered_onnx(target), threads, source), target
+        return OnnxClassifier(onnx, threads, f"the ONNX model of {target}"), target
     path = Path(target).expanduser()
     if path.is_dir():  # a versioned output: <path>/<version>/<path.name>
         found = latest_complete(path)

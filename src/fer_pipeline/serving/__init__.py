@@ -1,1 +1,2 @@
-"""Face detection plus classification, for batch inference and the HTTP API."""
+"""The HTTP API (FastAPI): the app factory, routes, settings and request guards;
+finding and classifying faces comes from ``fer_pipeline.runtime``."""

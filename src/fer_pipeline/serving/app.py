@@ -23,9 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
+from fer_pipeline.runtime.faces import FaceRecogniser, recogniser_from_params
 from fer_pipeline.serving.middleware import BodyLimit
 from fer_pipeline.serving.model import load_model
-from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
 from fer_pipeline.serving.routes import router
 from fer_pipeline.serving.service import RecognitionService
 from fer_pipeline.serving.settings import ServingSettings

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fer_pipeline.runtime.classifier import OnnxClassifier
+from fer_pipeline.runtime.model_store import load_registered_onnx
 from fer_pipeline.runtime.recogniser import latest_export
-from fer_pipeline.serving.classifier import OnnxClassifier
 
 if TYPE_CHECKING:
     from fer_pipeline.serving.settings import ServingSettings
@@ -24,8 +25,6 @@ def load_model(settings: ServingSettings | None = None) -> tuple[OnnxClassifier,
     if settings.onnx_model:
         return OnnxClassifier(settings.onnx_model), str(settings.onnx_model)
     if settings.model_uri:
-        from fer_pipeline.tracking import load_registered_onnx
-
         uri = settings.model_uri
         return OnnxClassifier(load_registered_onnx(uri), source=f"the ONNX model of {uri}"), uri
     return _latest_export(settings)

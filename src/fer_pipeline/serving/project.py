@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fer_pipeline.config_loader import CONFIG_LOADER_ARGS  # as kedro run reads the project
+from fer_pipeline.config.loader import CONFIG_LOADER_ARGS  # as kedro run reads the project
 
 
 def is_project(path: Path) -> bool:

@@ -11,8 +11,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from fer_pipeline.images import Header, NotAnImage, TooManyPixels, decode_image, read_header
-from fer_pipeline.serving.recognise import FaceRecogniser
+from fer_pipeline.data.images import Header, NotAnImage, TooManyPixels, decode_image, read_header
+from fer_pipeline.runtime.faces import FaceRecogniser
 from fer_pipeline.serving.settings import ServingSettings
 
 LIGHT_WORKERS = 1
@@ -88,7 +88,7 @@ class RecognitionService:
         boxes = self.recogniser.find(pixels, detect, timings)
         kept = boxes[: self.settings.max_faces]
         with self._model_lock:
-            faces = self.recogniser.classify(pixels, kept, timings)
+            faces = self.recogniser.classify(pixels, kept, timings, detect)
         height, width = pixels.shape[:2]
         answer = {"width": width, "height": height, "faces": faces}
         if len(boxes) > len(kept):

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from fer_pipeline.params import Params
+from fer_pipeline.config.params import Params
 
 
 def _device(value: str) -> str:

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.evaluate import confusion_figure, predict_shards, reliability_figure
 from fer_pipeline.modelling.metrics import calibration, classification_report, nll
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.schema import CLASSES
-from fer_pipeline.shards import Shards
-from fer_pipeline.tracking import promote, split_digest
+from fer_pipeline.tracking.registry import promote
+from fer_pipeline.tracking.runs import split_digest
 
 from .config import EvaluationConfig
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fer_pipeline.params import Params
+from fer_pipeline.config.params import Params
 
 
 class ExportConfig(Params):

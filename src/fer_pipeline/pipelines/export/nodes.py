@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fer_pipeline.images import decode_image
+from fer_pipeline.data.images import decode_image
+from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.export import (
     model_inputs,
     onnx_logits,
@@ -20,8 +21,7 @@ from fer_pipeline.modelling.export import (
     torchscript_logits,
 )
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.shards import Shards
+from fer_pipeline.runtime.classifier import OnnxClassifier
 
 from .config import ExportConfig
 

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.errors import InputDataError
-from fer_pipeline.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS, MANUAL
-from fer_pipeline.shards import Shards
+from fer_pipeline.data.errors import InputDataError
+from fer_pipeline.data.schema import CLASSES, DROPPED_COLUMNS, LABELLED_COLUMNS, MANUAL
+from fer_pipeline.data.shards import Shards
 
 VOTE_PREFIX = "vote_"
 VOTE_POLICIES = ("majority", "plurality", "probability")

@@ -20,9 +20,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fer_pipeline.images import decode_image, encode_jpeg
-from fer_pipeline.serving.classifier import OnnxClassifier
-from fer_pipeline.serving.recognise import FaceRecogniser, recogniser_from_params
+from fer_pipeline.data.images import decode_image, encode_jpeg
+from fer_pipeline.runtime.classifier import OnnxClassifier
+from fer_pipeline.runtime.faces import FaceRecogniser, recogniser_from_params
+from fer_pipeline.runtime.model_store import load_registered_onnx
 
 from .config import InferenceConfig
 
@@ -65,8 +66,6 @@ def _classifier(model_onnx: bytes, inference: InferenceConfig) -> OnnxClassifier
     """The ONNX export, or with ``inference.model_uri`` (e.g.
     ``models:/fer_pipeline@champion``) that MLflow model's ONNX artifact."""
     if inference.model_uri:
-        from fer_pipeline.tracking import load_registered_onnx
-
         model_onnx = load_registered_onnx(inference.model_uri)
     model = OnnxClassifier(model_onnx)
     logger.info("Model %s from %s", model.spec["name"], inference.model_uri or "model_onnx")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fer_pipeline.executors import ExecutorKind
-from fer_pipeline.params import Params
+from fer_pipeline.config.params import Params
+from fer_pipeline.data.executors import ExecutorKind
 
 
 class IngestionConfig(Params):

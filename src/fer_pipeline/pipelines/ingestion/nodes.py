@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from fer_pipeline.datasets.base import Release, SourceDataset
-from fer_pipeline.errors import InputDataError
-from fer_pipeline.executors import bounded_map, open_executor, worker_count
-from fer_pipeline.images import (
+from fer_pipeline.data.errors import InputDataError
+from fer_pipeline.data.executors import bounded_map, open_executor, worker_count
+from fer_pipeline.data.images import (
     decode_image,
     encode_jpeg,
     encode_png,
@@ -21,8 +20,9 @@ from fer_pipeline.images import (
     pixel_hash,
     resized_to_side,
 )
+from fer_pipeline.data.schema import DROPPED_COLUMNS, IMAGE_COLUMNS
+from fer_pipeline.datasets.base import Release, SourceDataset
 from fer_pipeline.pipelines.ingestion.config import IngestionConfig
-from fer_pipeline.schema import DROPPED_COLUMNS, IMAGE_COLUMNS
 
 
 def _stored(

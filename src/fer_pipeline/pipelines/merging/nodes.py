@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_pipeline.schema import SOURCES
+from fer_pipeline.data.schema import SOURCES
 
 logger = logging.getLogger(__name__)
 

@@ -12,20 +12,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fer_pipeline.images import NEAR_THUMBNAIL_SIDE  # noqa: E402
-from fer_pipeline.near_duplicates import (  # noqa: E402
+from fer_pipeline.data.images import NEAR_THUMBNAIL_SIDE  # noqa: E402
+from fer_pipeline.data.near_duplicates import (  # noqa: E402
     components,
     hamming_pairs,
     shifted_correlation,
 )
-from fer_pipeline.schema import (  # noqa: E402
+from fer_pipeline.data.schema import (  # noqa: E402
     CLASSES,
     POSITION_COLUMNS,
     SOURCES,
     SPLIT_COLUMNS,
     SPLITS,
 )
-from fer_pipeline.shards import Shards  # noqa: E402
+from fer_pipeline.data.shards import Shards  # noqa: E402
 
 _SPLIT_RANK = {"test": 0, "val": 1, "train": 2}
 

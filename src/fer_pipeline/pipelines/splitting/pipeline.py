@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
-from fer_pipeline.schema import SOURCES
+from fer_pipeline.data.schema import SOURCES
 
 from .nodes import data_report, split_faces, split_shards
 

@@ -13,19 +13,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
+from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distill import load_teachers, teacher_record, teacher_references
 from fer_pipeline.modelling.distributed import launch_fit
+from fer_pipeline.modelling.engine import fit_shards
 from fer_pipeline.modelling.evaluate import history_figure
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.modelling.pyfunc import FerPyfuncModel
-from fer_pipeline.modelling.train import fit_shards
-from fer_pipeline.shards import Shards
-from fer_pipeline.tracking import (
+from fer_pipeline.tracking.pyfunc import FerPyfuncModel
+from fer_pipeline.tracking.registry import register
+from fer_pipeline.tracking.runs import (
     EpochMetricsLogger,
     active_run_id,
     log_teacher_params,
-    register,
+    tracking_uri,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,17 +47,18 @@ def train_model(
     The teachers (``training.teacher``) are loaded first, so that a missing one stops
     the run before any image is read; their digests and accuracies go to the run.
     """
-    teachers = [teacher_record(*teacher) for teacher in load_teachers(config.teacher)]
-    log_teacher_params(teachers)
-    digests = [teacher["digest"] for teacher in teachers]
+    teachers = load_teachers(config.teacher)  # once: a models:/ alias may move meanwhile
+    records = [teacher_record(*teacher) for teacher in teachers]
+    log_teacher_params(records)
+    digests = [record["digest"] for record in records]
     key = resume_key(config, train.read(["pixel_hash"])["pixel_hash"], digests)
     checkpoint = Path(config.checkpoint_dir) / f"{key}.pt"
     run_id = active_run_id()  # the epochs' figures go to it as they come
     if config.nproc_per_node * config.nnodes > 1:
-        bundle, history = launch_fit(train, val, config, checkpoint, run_id)
+        bundle, history = launch_fit(train, val, config, checkpoint, run_id, tracking_uri())
     else:
         on_epoch = EpochMetricsLogger(run_id) if run_id else None
-        bundle, history = fit_shards(train, val, config, checkpoint, on_epoch)
+        bundle, history = fit_shards(train, val, config, checkpoint, on_epoch, teachers)
     return bundle, pd.DataFrame(history), str(checkpoint)
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fer_pipeline.schema import POSITION_COLUMNS
-from fer_pipeline.versions import fsync_dir
+from fer_pipeline.data.schema import POSITION_COLUMNS
+from fer_pipeline.data.versions import fsync_dir
 
 SHARD_NAME = "part-{:05d}.parquet"
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from fer_pipeline.images import resized_rgb
+from fer_pipeline.data.images import resized_rgb
 
 METADATA_KEY = "fer_pipeline"
 """The ONNX metadata property holding the model's ``ModelSpec`` as JSON."""

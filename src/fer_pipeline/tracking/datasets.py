@@ -12,7 +12,7 @@ from kedro_mlflow.io.artifacts import MlflowArtifactDataset
 from kedro_mlflow.io.models import MlflowModelTrackingDataset
 
 from fer_pipeline.modelling.export import to_onnx
-from fer_pipeline.modelling.pyfunc import (
+from fer_pipeline.tracking.pyfunc import (
     ONNX_ARTIFACT,
     SIGNATURE,
     WEIGHTS_ARTIFACT,

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.config import TrainConfig
@@ -49,7 +51,7 @@ from fer_pipeline.modelling.distributed import (
 from fer_pipeline.modelling.estimate import SlowRecipeProbe
 from fer_pipeline.modelling.metrics import confusion_macro_f1
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.runtime import (
+from fer_pipeline.modelling.device import (
     autocast,
     autocast_dtype,
     normalise,
@@ -57,8 +59,6 @@ from fer_pipeline.modelling.runtime import (
     resolve_device,
 )
 from fer_pipeline.modelling.tensors import EncodedImages, shards_to_encoded, shards_to_tensor
-from fer_pipeline.schema import CLASSES
-from fer_pipeline.shards import Shards
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,14 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
 
-def setup(config: TrainConfig, train_size: int) -> Trainer:
+def setup(
+    config: TrainConfig,
+    train_size: int,
+    teachers: Sequence[tuple[str, ModelBundle]] | None = None,
+) -> Trainer:
     """The model, optimiser, schedule, EMA and scaler of a run over ``train_size`` images
-    (in every rank, when there are several)."""
+    (in every rank, when there are several). ``teachers``: those of ``config.teacher``
+    already loaded (``load_teachers``), else they are loaded here."""
     ranks = current_ranks()
     per_rank = train_size // ranks.world_size
     if per_rank < 2:
@@ -110,7 +115,9 @@ def setup(config: TrainConfig, train_size: int) -> Trainer:
     data_config = resolve_model_data_config(model, args={"mean": config.mean, "std": config.std})
     model = _sync_batchnorm(model, ranks, device).to(device)
     forward = model
-    teacher = Teacher(load_teachers(config.teacher)).to(device) if config.teacher else None
+    if teachers is None:
+        teachers = load_teachers(config.teacher)
+    teacher = Teacher(teachers).to(device) if teachers else None
     token = hasattr(model, "set_distilled_training")  # DeiT's distillation token
     if teacher is not None and token:
         model.set_distilled_training(True)  # DeiT: the distillation head learns the teacher
@@ -447,6 +454,7 @@ def fit(
     config: TrainConfig,
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    teachers: Sequence[tuple[str, ModelBundle]] | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """Train on uint8 images ``(N, 3, S, S)`` with target distributions ``(N, 7)``
     (one-hot unless ``config.soft_targets``); validate on integer labels after every
@@ -459,16 +467,17 @@ def fit(
     resumes after its epoch. ``on_epoch`` gets each epoch's history row in rank 0 (a
     resumed run's restored rows first, once each): live tracking. Returns the best
     model by ``config.monitor`` (the EMA weights when enabled), its temperature fitted on
-    val (``calibrate``), and the per-epoch history.
+    val (``calibrate``), and the per-epoch history. ``teachers``: as ``setup`` takes
+    them.
     """
     train_size = len(train_images) * current_ranks().world_size
-    trainer = setup(config, train_size)
+    trainer = setup(config, train_size, teachers)
     start = 0
     if checkpoint is not None:
         try:
             start = load_checkpoint(trainer, checkpoint)
         except ValueError:
-            trainer = setup(config, train_size)  # a partial restore is discarded
+            trainer = setup(config, train_size, teachers)  # a partial restore is discarded
     report = on_epoch if on_epoch is not None and trainer.ranks.main else lambda row: None
     for row in trainer.history:
         report(row)
@@ -663,8 +672,9 @@ def fit_shards(
     config: TrainConfig,
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    teachers: Sequence[tuple[str, ModelBundle]] | None = None,
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """``fit`` on this rank's share of the ``train`` and ``val`` shards
     (``rank_data``)."""
     data = rank_data(train, val, config, current_ranks())
-    return fit(*data, config, checkpoint, on_epoch)
+    return fit(*data, config, checkpoint, on_epoch, teachers)

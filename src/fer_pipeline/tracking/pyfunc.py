@@ -17,10 +17,10 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from fer_pipeline.images import decode_image
+from fer_pipeline.data.images import decode_image
+from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.predictor import Predictor
-from fer_pipeline.schema import CLASSES
 
 WEIGHTS_ARTIFACT = "weights"
 ONNX_ARTIFACT = "onnx"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from fer_pipeline.schema import CLASSES
+from fer_pipeline.data.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 

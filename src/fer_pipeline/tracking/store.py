@@ -27,7 +27,7 @@ from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook as plugin_hook
 from kedro_mlflow.framework.hooks.utils import _assert_mlflow_enabled
 from omegaconf import OmegaConf
 
-from fer_pipeline.tracking import (
+from fer_pipeline.runtime.model_store import (
     TrackingStoreError,
     check_tracking_store,
     sqlite_file,

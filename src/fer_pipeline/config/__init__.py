@@ -1,0 +1,2 @@
+"""How parameters are read and checked: Kedro's config loader arguments, and the base
+class of every typed parameter block."""
