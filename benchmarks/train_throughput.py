@@ -47,10 +47,10 @@ from timm.data import Mixup
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.device import autocast, autocast_dtype, resolve_device
 from fer_pipeline.modelling.distributed import close_ranks, init_ranks
 from fer_pipeline.modelling.engine import fit
 from fer_pipeline.modelling.models import build_model
-from fer_pipeline.modelling.device import autocast, autocast_dtype, resolve_device
 from fer_pipeline.modelling.tensors import images_to_tensor
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/rafdb/basic/Image/aligned.zip"

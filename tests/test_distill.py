@@ -21,6 +21,7 @@ from fer_pipeline.data.shards import Shards, write_shards
 from fer_pipeline.data.versions import mark_incomplete
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.device import normalise
 from fer_pipeline.modelling.distill import (
     Teacher,
     distillation_loss,
@@ -30,7 +31,6 @@ from fer_pipeline.modelling.distill import (
 from fer_pipeline.modelling.engine import setup, train_one_epoch
 from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.device import normalise
 from fer_pipeline.pipelines.training.nodes import resume_key, train_model
 from fer_pipeline.runtime.classifier import METADATA_KEY
 

@@ -11,10 +11,10 @@ from conftest import VIT_RECIPE
 from fer_pipeline.datasets import ModelBundleDataset
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.device import normalise
 from fer_pipeline.modelling.engine import setup
 from fer_pipeline.modelling.metrics import calibration, classification_report, macro_f1, per_class
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.device import normalise
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 DEIT = "deit_tiny_distilled_patch16_224"
@@ -260,4 +260,4 @@ def test_bf16_on_a_cpu_without_bf16_instructions_runs_in_fp32(monkeypatch, caplo
     assert device.autocast_dtype("bf16", cpu) is None
     assert "no bf16 instructions" in caplog.text
     assert device.autocast_dtype("fp32", cpu) is None
-    assert runtime.autocast_dtype("auto", cpu) is None
+    assert device.autocast_dtype("auto", cpu) is None

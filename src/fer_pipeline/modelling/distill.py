@@ -22,8 +22,8 @@ from torch import nn
 
 from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.data.versions import latest_complete
-from fer_pipeline.modelling.models import ModelBundle, ModelSpec
 from fer_pipeline.modelling.device import normalise
+from fer_pipeline.modelling.models import ModelBundle, ModelSpec
 from fer_pipeline.runtime.model_store import MLFLOW_SCHEMES, load_registered_weights
 
 

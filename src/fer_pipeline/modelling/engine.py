@@ -36,6 +36,13 @@ from fer_pipeline.data.shards import Shards
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.config import TrainConfig
+from fer_pipeline.modelling.device import (
+    autocast,
+    autocast_dtype,
+    normalise,
+    predict_logits,
+    resolve_device,
+)
 from fer_pipeline.modelling.distill import (
     Teacher,
     distillation_loss,
@@ -51,13 +58,6 @@ from fer_pipeline.modelling.distributed import (
 from fer_pipeline.modelling.estimate import SlowRecipeProbe
 from fer_pipeline.modelling.metrics import confusion_macro_f1
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.device import (
-    autocast,
-    autocast_dtype,
-    normalise,
-    predict_logits,
-    resolve_device,
-)
 from fer_pipeline.modelling.tensors import EncodedImages, shards_to_encoded, shards_to_tensor
 
 logger = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from fer_pipeline.data.shards import Shards  # noqa: E402
 from fer_pipeline.modelling.augment import BatchAugment  # noqa: E402
-from fer_pipeline.modelling.models import ModelBundle  # noqa: E402
 from fer_pipeline.modelling.device import (  # noqa: E402
     autocast_dtype,
     normalise,
     predict_logits,
     resolve_device,
 )
+from fer_pipeline.modelling.models import ModelBundle  # noqa: E402
 from fer_pipeline.modelling.tensors import images_to_tensor  # noqa: E402
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from fer_pipeline.data.images import resized_rgb
-from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.device import predict_logits, resolve_device
+from fer_pipeline.modelling.models import ModelBundle
 
 
 class Predictor:
