@@ -829,16 +829,22 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_the_settings_tables_in_the_docs_are_the_class():
-    """docs/serving.md lists every setting with its default, as ``ServingSettings`` and
-    ``RecognitionConfig`` have them (``python -m fer_pipeline.serving.settings
-    docs/serving.md`` rewrites the tables); every ``FER_`` variable named in the
-    serving code is a setting."""
+    """The settings tables of the docs are the settings classes' defaults and
+    descriptions (``python -m fer_pipeline.docs_tables`` rewrites them), a changed default
+    is seen, and every ``FER_`` variable named in the serving code is a setting."""
     from conftest import PROJECT
 
-    from fer_pipeline.serving.settings import env_name, with_settings_tables
+    from fer_pipeline.docs_tables import page_tables, stale_pages, with_tables
+    from fer_pipeline.serving.settings import env_name
 
-    page = (PROJECT / "docs/serving.md").read_text()
-    assert with_settings_tables(page) == page, "run python -m fer_pipeline.serving.settings"
+    assert stale_pages(PROJECT / "docs") == [], "run python -m fer_pipeline.docs_tables"
+    assert "| `min_face` | 48 | the smallest face side, in pixels |" in (
+        PROJECT / "docs/python-api.md"
+    ).read_text()
+    page = (PROJECT / "docs/batch-inference.md").read_text()
+    edited = page.replace("| `min_face` | 48 |", "| `min_face` | 24 |")
+    assert edited != page
+    assert with_tables(edited, page_tables()["batch-inference.md"]) == page
     names = {env_name(n) for n in ServingSettings.model_fields} | {
         env_name(n) for n in RecognitionConfig.model_fields
     }

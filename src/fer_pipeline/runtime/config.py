@@ -27,7 +27,9 @@ class RecognitionConfig(Params):
         "yunet", description="`yunet` (OpenCV's YuNet, shipped in the package) or `haar`"
     )
     yunet_model: Annotated[str | None, AfterValidator(_existing_file)] = Field(
-        None, description="another YuNet ONNX file than the one shipped"
+        None,
+        json_schema_extra={"shown": "none: the file shipped"},
+        description="another YuNet ONNX file than the one shipped",
     )
     min_face: int = Field(MIN_FACE, gt=0, description="the smallest face side, in pixels")
     score_threshold: float = Field(

@@ -10,16 +10,14 @@ parameters of the served project (``FER_PROJECT_PATH``, in Kedro environment
 threshold set once in ``parameters_inference.yml`` reaches both.
 
 A bad value stops start-up with ``SettingsError``, one line per problem naming the
-variable or parameter, its value and what it may be. ``python -m
-fer_pipeline.serving.settings docs/serving.md`` rewrites the settings tables there from
-the fields' defaults and descriptions (a test checks they agree).
+variable or parameter, its value and what it may be. The settings tables of
+docs/serving.md are made from these fields by ``python -m fer_pipeline.docs_tables``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -110,6 +108,7 @@ class ServingSettings(BaseSettings):
     )
     project_path: Path = Field(
         default_factory=Path.cwd,
+        json_schema_extra={"shown": "the working directory"},
         description="else the project whose newest complete `model_onnx` is served; its "
         "`inference` parameters set the recognition settings below",
     )
@@ -241,65 +240,3 @@ def _explained(error: ValidationError, given: dict[str, Any]) -> str:
         else:
             lines.append(f"  {'.'.join(loc)}: {message}")
     return "invalid API settings (see docs/serving.md#settings):\n" + "\n".join(lines)
-
-
-SHOWN_DEFAULTS = {
-    "project_path": "the working directory",
-    "yunet_model": "none: the file shipped",
-}
-"""Defaults shown in words in the tables."""
-
-
-def _shown(name: str, field: FieldInfo) -> str:
-    if name in SHOWN_DEFAULTS:
-        return SHOWN_DEFAULTS[name]
-    value = field.get_default(call_default_factory=True)
-    if value is None or value == []:
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return f"`{','.join(value)}`"
-    if isinstance(value, int) and value >= 10_000:
-        return f"{value:,}"
-    return f"`{value}`" if isinstance(value, str) else f"{value:g}"
-
-
-def settings_tables() -> dict[str, str]:
-    """The markdown tables of docs/serving.md: ``server`` (every setting but
-    ``recognition``) and ``recognition`` (its fields, with their parameter)."""
-    server = ["| variable | default | what it does |", "| --- | --- | --- |"]
-    for name, field in ServingSettings.model_fields.items():
-        if name != "recognition":
-            server.append(f"| `{env_name(name)}` | {_shown(name, field)} | {field.description} |")
-    recognition = [
-        "| variable | parameter | default | what it does |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, field in RecognitionConfig.model_fields.items():
-        recognition.append(
-            f"| `{env_name(name)}` | `inference.{name}` | {_shown(name, field)} "
-            f"| {field.description} |"
-        )
-    return {"server": "\n".join(server), "recognition": "\n".join(recognition)}
-
-
-def with_settings_tables(text: str) -> str:
-    """``text`` with what lies between ``<!-- settings:NAME -->`` and ``<!--
-    /settings:NAME -->`` replaced by table ``NAME`` of ``settings_tables``."""
-    for name, table in settings_tables().items():
-        pattern = rf"(<!-- settings:{name} -->\n)(?:.*?\n)?(<!-- /settings:{name} -->)"
-        text, count = re.subn(
-            pattern, lambda m, t=table: f"{m[1]}{t}\n{m[2]}", text, flags=re.DOTALL
-        )
-        if count != 1:
-            raise ValueError(f"no single <!-- settings:{name} --> block")
-    return text
-
-
-if __name__ == "__main__":
-    if len(sys.argv) > 1:  # python -m fer_pipeline.serving.settings docs/serving.md
-        page = Path(sys.argv[1])
-        page.write_text(with_settings_tables(page.read_text()))
-    else:
-        print("\n\n".join(settings_tables().values()))

@@ -27,10 +27,18 @@ __all__ = ["InferenceConfig", "RecognitionConfig"]
 class InferenceConfig(RecognitionConfig):
     """Batch inference: which model, what to write, how often to sample videos."""
 
-    model_uri: str | None = None  # an MLflow model, e.g. models:/fer_pipeline@champion
-    annotate: bool = True  # also write copies with boxes and labels drawn
-    video_fps: float = Field(2.0, gt=0, allow_inf_nan=False)  # frames classified per second
-    max_pixels: int = Field(40_000_000, gt=0)  # larger images are skipped before decoding
+    model_uri: str | None = Field(
+        None,
+        description="an MLflow model instead of the latest `model_onnx`, e.g. "
+        "`models:/fer_pipeline@champion`",
+    )
+    annotate: bool = Field(True, description="also write copies with boxes and labels drawn")
+    video_fps: float = Field(
+        2.0, gt=0, allow_inf_nan=False, description="video frames classified per second of video"
+    )
+    max_pixels: int = Field(
+        40_000_000, gt=0, description="images whose header claims more pixels are skipped undecoded"
+    )
 
     def recognition(self) -> dict[str, Any]:
         """The recognition settings as the dict ``recogniser_from_params`` takes."""
