@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from fer_pipeline.config.loader import raw_data
+
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT.parent / "shared/data"
-"""The real releases, beside the project."""
+SHARED_DATA = raw_data(PROJECT)
+"""The real releases: the project's ``raw_data`` (../shared/data unless changed)."""
 RAF_FACES = SHARED_DATA / "rafdb/basic/Image/aligned.zip"
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from _scratch import PROJECT
 
+from fer_pipeline.config.loader import project_config
 from fer_pipeline.data.shards import Shards
 from fer_pipeline.data.versions import latest_complete
 from fer_pipeline.modelling.calibration import fit_temperature
@@ -29,7 +30,6 @@ from fer_pipeline.modelling.metrics import calibration, nll
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.pipelines.evaluation.config import EvaluationConfig
 from fer_pipeline.pipelines.evaluation.nodes import evaluate_model
-from fer_pipeline.serving.project import project_config
 
 
 def vector_scaling(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -7,7 +7,9 @@ that has torch, timm, pandas and pyarrow but neither Kedro nor MLflow.
     python benchmarks/gpu_run.py run --pack data/gpu_pack --out "$OUT"   # the default recipe
 
 ``pack`` writes the latest ``train``, ``val`` and ``test`` splits as they are (encoded
-images, labels, sources) into parquet parts of at most ``--part-mib`` MiB. ``run``
+images, labels, sources) into parquet parts of at most ``--part-mib`` MiB, and beside
+them ``recipes.json``: the training and evaluation parameters of each Kedro environment,
+read here by Kedro's own loader (the GPU machine has no Kedro). ``run``
 (a) measures the project's training loop against the reference loop (PIL +
 torchvision transforms + DataLoader) with ``train_throughput.py``, and (b) trains the
 recipe of a Kedro environment (``--env``: base, the default, is ``TrainConfig``'s
@@ -46,6 +48,8 @@ from fer_pipeline.data.versions import latest_complete  # noqa: E402
 from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
 
 PACK_COLUMNS = ["split", *TRAINING_COLUMNS]
+RECIPES = "recipes.json"
+RECIPE_KEYS = ("training", "evaluation")
 
 
 def latest_split(project: Path, split: str) -> Path:
@@ -60,8 +64,19 @@ def latest_split(project: Path, split: str) -> Path:
     return latest
 
 
+def environment_parameters(project: Path) -> dict[str, dict]:
+    """``{env: {"training": ..., "evaluation": ...}}`` for ``base`` and each environment
+    in ``conf/`` but ``local``, as ``kedro run --env ENV`` gets them."""
+    from fer_pipeline.config.loader import project_config
+
+    envs = sorted(p.name for p in (project / "conf").iterdir() if p.is_dir() and p.name != "local")
+    parameters = {env: project_config(project, env)["parameters"] for env in envs}
+    return {env: {k: found.get(k) or {} for k in RECIPE_KEYS} for env, found in parameters.items()}
+
+
 def pack(project: Path, out: Path, part_mib: float) -> list[Path]:
-    """The splits in parquet parts of at most ``part_mib`` MiB of images each."""
+    """The splits in parquet parts of at most ``part_mib`` MiB of images each, and the
+    environments' parameters in ``recipes.json``."""
     frame = pd.concat(
         [Shards(latest_split(project, s)).read(PACK_COLUMNS[1:]).assign(split=s) for s in SPLITS],
         ignore_index=True,
@@ -77,6 +92,7 @@ def pack(project: Path, out: Path, part_mib: float) -> list[Path]:
         part.to_parquet(path, index=False)
         paths.append(path)
         print(f"{path}: {len(part):,} images, {path.stat().st_size / 2**20:.1f} MiB")
+    (out / RECIPES).write_text(json.dumps(environment_parameters(project), indent=2))
     return paths
 
 
@@ -89,19 +105,18 @@ def _override(config: TrainConfig, pairs: list[str]) -> TrainConfig:
     return TrainConfig.from_dict({**vars(config), **values})
 
 
-def _env_params(env: str, name: str) -> dict:
-    """The keys a Kedro environment's ``parameters_<name>.yml`` sets (base: none)."""
-    path = ROOT / f"conf/{env}/parameters_{name}.yml"
-    if env == "base" or not path.exists():
-        return {}
-    return yaml.safe_load(path.read_text()).get(name, {})
+def _env_params(recipes: dict, env: str, name: str) -> dict:
+    """The ``name`` parameters of Kedro environment ``env``, as packed."""
+    if env not in recipes:
+        raise SystemExit(f"no environment {env!r} in {RECIPES}; there are {sorted(recipes)}")
+    return recipes[env][name]
 
 
-def _tta_settings(env: str) -> dict:
+def _tta_settings(recipes: dict, env: str) -> dict:
     """The evaluation pipeline's test-time augmentation (one place: its parameters)."""
     from fer_pipeline.pipelines.evaluation.config import EvaluationConfig
 
-    config = EvaluationConfig.model_validate(_env_params(env, "evaluation"))
+    config = EvaluationConfig.model_validate(_env_params(recipes, env, "evaluation"))
     return {"tta_views": config.tta_views, "tta_augment": config.tta_augment.model_dump()}
 
 
@@ -116,6 +131,7 @@ def run(args: argparse.Namespace) -> dict:
     parts = sorted(args.pack.glob("part-*.parquet"))
     if not parts:
         raise FileNotFoundError(f"no part-*.parquet in {args.pack}: run `gpu_run.py pack` first")
+    recipes = json.loads((args.pack / RECIPES).read_text())
     frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     splits = {s: frame[frame["split"] == s].reset_index(drop=True) for s in SPLITS}
     print({s: len(f) for s, f in splits.items()}, flush=True)
@@ -144,8 +160,8 @@ def run(args: argparse.Namespace) -> dict:
     teachers = [str(path) for path in args.teacher]
     for number in range(args.teachers):  # the teachers first, each its own seed
         seed = f"seed={TrainConfig().seed + number}"
-        config = _recipe(args.teacher_env, args, [*args.teacher_param, seed])
-        figures, bundle = train_and_score(splits, config, _tta_settings(args.teacher_env))
+        config = _recipe(recipes, args.teacher_env, args, [*args.teacher_param, seed])
+        figures, bundle = train_and_score(splits, config, _tta_settings(recipes, args.teacher_env))
         path = args.out / f"teacher-{number}.safetensors"
         args.out.mkdir(parents=True, exist_ok=True)
         bundle.save(path)
@@ -156,8 +172,8 @@ def run(args: argparse.Namespace) -> dict:
         if teachers
         else []
     )
-    config = _recipe(args.env, args, [*args.param, *extra])
-    figures, bundle = train_and_score(splits, config, _tta_settings(args.env))
+    config = _recipe(recipes, args.env, args, [*args.param, *extra])
+    figures, bundle = train_and_score(splits, config, _tta_settings(recipes, args.env))
     results["training"] = figures
     _write(args.out, results)
     if args.save_model:
@@ -165,9 +181,9 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def _recipe(env: str, args: argparse.Namespace, pairs: list[str]) -> TrainConfig:
+def _recipe(recipes: dict, env: str, args: argparse.Namespace, pairs: list[str]) -> TrainConfig:
     """An environment's recipe on this run's device, with ``key=value`` overrides."""
-    recipe = _env_params(env, "training")
+    recipe = _env_params(recipes, env, "training")
     run = {"device": args.device, "precision": args.precision, "compile": args.compile}
     return _override(TrainConfig.from_dict({**recipe, **run}), pairs)
 

@@ -53,10 +53,11 @@ from fer_pipeline.modelling.engine import fit
 from fer_pipeline.modelling.models import build_model
 from fer_pipeline.modelling.tensors import images_to_tensor
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/rafdb/basic/Image/aligned.zip"
 
-
-def real_faces(archive: Path, count: int) -> tuple[list[bytes], torch.Tensor]:
+def real_faces(archive: Path | None, count: int) -> tuple[list[bytes], torch.Tensor]:
+    """``count`` faces of a zip (``None``: RAF-DB's aligned faces), with random labels."""
+    if archive is None:  # the project's raw_data: read with Kedro, which a GPU machine lacks
+        from _scratch import RAF_FACES as archive
     with zipfile.ZipFile(archive) as z:
         names = sorted(n for n in z.namelist() if n.endswith(".jpg"))
         data = [z.read(names[i % len(names)]) for i in range(count)]
@@ -244,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
         help="reference DataLoader workers",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the project loop")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data", type=Path, help="a zip of faces (default: RAF-DB's aligned faces in raw_data)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; best kept")
     parser.add_argument(
         "--nproc", type=int, default=1, help="> 1: the project loop in 1 and NPROC processes"

@@ -19,8 +19,11 @@ import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from fer_pipeline.config.loader import raw_data
+
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT.parent / "shared" / "data"
+SHARED_DATA = raw_data(PROJECT)
+"""The real releases: the project's ``raw_data`` (conf/base/globals.yml)."""
 VIT_RECIPE = yaml.safe_load((PROJECT / "conf/vit/parameters_training.yml").read_text())["training"]
 """The keys conf/vit sets: with them, TrainConfig is the ViT-Tiny recipe that was its
 defaults before the measured CNN recipe became them. Tests written for those defaults

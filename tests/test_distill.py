@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_pipeline.data.images import encode_png, pixel_hash
+from fer_pipeline.data.schema import METADATA_KEY
 from fer_pipeline.data.shards import Shards, write_shards
 from fer_pipeline.data.versions import mark_incomplete
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
@@ -32,7 +33,6 @@ from fer_pipeline.modelling.engine import setup, train_one_epoch
 from fer_pipeline.modelling.export import onnx_logits, to_onnx
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
 from fer_pipeline.pipelines.training.nodes import resume_key, train_model
-from fer_pipeline.runtime.classifier import METADATA_KEY
 
 DEIT = "deit_tiny_distilled_patch16_224"
 TINY_DEIT = {"depth": 1, "patch_size": 8}  # timm's DeiT-Tiny, one block, 16 patches at 32 px

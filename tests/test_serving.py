@@ -853,14 +853,21 @@ def test_the_settings_tables_in_the_docs_are_the_class():
 
 
 def test_the_api_reads_the_project_configuration_as_kedro_does():
-    from fer_pipeline import settings as project_settings
-    from fer_pipeline.serving.project import CONFIG_LOADER_ARGS
+    """``project_config`` (the API's and the benchmarks' reader, without a session) gives
+    the parameters a Kedro session gives, in an environment and in the base alone."""
+    from conftest import PROJECT
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
 
-    theirs = project_settings.CONFIG_LOADER_ARGS
-    assert set(CONFIG_LOADER_ARGS) == set(theirs)
-    assert set(CONFIG_LOADER_ARGS["custom_resolvers"]) == set(theirs["custom_resolvers"])
-    for key in ("base_env", "default_run_env", "merge_strategy"):
-        assert CONFIG_LOADER_ARGS[key] == theirs[key]
+    from fer_pipeline.config.loader import project_config
+
+    bootstrap_project(PROJECT)
+    for env in ("quick", "base"):
+        with KedroSession.create(project_path=PROJECT, env=env) as session:
+            theirs = session.load_context().config_loader["parameters"]
+        ours = project_config(PROJECT, env)["parameters"]
+        assert ours == theirs and ours["training"]["seed"] == 42
+    assert project_config(PROJECT, "quick")["parameters"]["training"]["epochs"] == 4
 
 
 def test_importing_the_api_builds_nothing():

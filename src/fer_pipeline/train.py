@@ -27,6 +27,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from fer_pipeline.data.schema import TRAINING_COLUMNS
 from fer_pipeline.data.shards import Shards
+from fer_pipeline.data.versions import write_atomically
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.distributed import (
     OUTPUT_HISTORY,
@@ -80,12 +81,6 @@ def read_split(path: Path) -> Shards:
     return shards
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _epoch_logger(args: argparse.Namespace):
     """Live MLflow metrics when a run is named; a named tracking URI is set first (a
     ``models:/`` teacher is read from it too). MLflow is imported only then: the entry
@@ -126,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         bundle, history = fit_shards(train, val, config, checkpoint, _epoch_logger(args))
         if ranks.main:
             args.out.mkdir(parents=True, exist_ok=True)
-            _write_atomically(args.out / OUTPUT_MODEL, bundle.save)
-            _write_atomically(
+            write_atomically(args.out / OUTPUT_MODEL, bundle.save)
+            write_atomically(
                 args.out / OUTPUT_HISTORY, lambda p: pd.DataFrame(history).to_csv(p, index=False)
             )
             logger.info("model and history written to %s", args.out)

@@ -63,3 +63,6 @@ row is in."""
 
 TRAINING_COLUMNS: tuple[str, ...] = ("image", "label", "soft_label", "source")
 """What training reads of a split (``fit_frames``, ``python -m fer_pipeline.train``)."""
+
+METADATA_KEY = "fer_pipeline"
+"""The metadata key, in a model's safetensors and ONNX files, of its ``ModelSpec`` as JSON."""

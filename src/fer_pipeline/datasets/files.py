@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import uuid
 import zipfile
 from abc import abstractmethod
 from pathlib import Path, PurePosixPath
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 
-from fer_pipeline.data.versions import fsync_dir
+from fer_pipeline.data.versions import write_atomically
 
 if TYPE_CHECKING:  # torch is imported only when a model is read or written
     from fer_pipeline.modelling.models import ModelBundle
@@ -46,17 +44,9 @@ class _VersionedFile(AbstractVersionedDataset[T, T], Generic[T]):
 
     def save(self, data: T) -> None:
         path = Path(get_filepath_str(self._get_save_path(), "file"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Created by _write itself, so with the permissions of any other file it writes.
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            self._write(data, temporary)
-            with open(temporary, "rb") as file:
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+        # The temporary file is made by _write itself, so with the permissions of any
+        # other file it writes.
+        write_atomically(path, lambda temporary: self._write(data, temporary))
 
     def _exists(self) -> bool:
         try:

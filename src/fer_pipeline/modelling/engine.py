@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.data.shards import Shards
+from fer_pipeline.data.versions import write_atomically
 from fer_pipeline.modelling.augment import BatchAugment, SoftTargetMixer
 from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.config import TrainConfig
@@ -197,10 +198,15 @@ def class_weights(targets: torch.Tensor, power: float) -> torch.Tensor:
     return weights * counts.sum() / (weights * counts).sum()
 
 
+def epoch_seed(config: TrainConfig, epoch: int) -> int:
+    """The seed of ``epoch``: a function of (seed, epoch) alone."""
+    return config.seed * 1000 + epoch
+
+
 def seed_epoch(config: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
     """Seeds every random source from (seed, epoch), so that a resumed run draws what an
     uninterrupted one would; returns the generator for the epoch's order and augments."""
-    seed = config.seed * 1000 + epoch
+    seed = epoch_seed(config, epoch)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # timm's Mixup draws from NumPy
     return torch.Generator(device=device).manual_seed(seed)
@@ -255,7 +261,7 @@ def train_one_epoch(
     generator = seed_epoch(config, epoch, device)
     if ranks.world_size > 1:  # each rank its own order and augmentations
         generator = torch.Generator(device=device).manual_seed(
-            (config.seed * 1000 + epoch) * ranks.world_size + ranks.rank
+            epoch_seed(config, epoch) * ranks.world_size + ranks.rank
         )
     n, batch = len(images), trainer.batch_size
     if sample_weight is not None:
@@ -389,12 +395,7 @@ def save_checkpoint(trainer: Trainer, path: Path, epoch: int) -> None:
         "history": trainer.history,
         "best": trainer.best,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_checkpoint(trainer: Trainer, path: Path) -> int:

@@ -25,10 +25,10 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from fer_pipeline.data.schema import METADATA_KEY
 from fer_pipeline.modelling.device import normalise
 from fer_pipeline.modelling.models import ModelBundle
 from fer_pipeline.modelling.tensors import images_to_tensor
-from fer_pipeline.runtime.classifier import METADATA_KEY
 
 OPSET = 17
 

@@ -16,11 +16,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-from fer_pipeline.data.schema import CLASSES
+from fer_pipeline.data.schema import CLASSES, METADATA_KEY
 
 CNN_NAME = "fer_cnn"
 """The FER2013 study's baseline: a ~4.7M-parameter CNN for 48x48 faces, from scratch."""
-_META_KEY = "fer_pipeline"
 
 
 class FerCNN(nn.Module):
@@ -190,10 +189,10 @@ class ModelBundle:
     def save(self, path: str | Path) -> None:
         """One safetensors file; the spec goes in its metadata."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
-        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(self.spec.to_dict())})
+        save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(self.spec.to_dict())})
 
     @classmethod
     def load(cls, path: str | Path) -> ModelBundle:
         with safe_open(str(path), framework="pt") as f:
-            spec = ModelSpec.from_dict(json.loads(f.metadata()[_META_KEY]))
+            spec = ModelSpec.from_dict(json.loads(f.metadata()[METADATA_KEY]))
         return cls(spec=spec, state_dict=load_file(str(path)))

@@ -14,9 +14,7 @@ import numpy as np
 import onnxruntime
 
 from fer_pipeline.data.images import resized_rgb
-
-METADATA_KEY = "fer_pipeline"
-"""The ONNX metadata property holding the model's ``ModelSpec`` as JSON."""
+from fer_pipeline.data.schema import METADATA_KEY
 
 
 class OnnxClassifier:

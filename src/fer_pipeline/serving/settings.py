@@ -31,8 +31,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from fer_pipeline.config.loader import inference_parameters, is_project
 from fer_pipeline.runtime.config import RecognitionConfig
-from fer_pipeline.serving.project import inference_parameters, is_project
 
 ENV_PREFIX = "FER_"
 
