@@ -3,6 +3,7 @@ and the evaluation scores every source, marking which it never trained on."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
@@ -74,3 +75,52 @@ def test_training_on_one_source_is_scored_in_and_cross_domain(two_source_splits)
     for source, figures in per_source.items():
         assert figures["images"] == 10 and set(figures["recall"]) == set(CLASSES)
         assert figures["accuracy"] == pytest.approx(scores["accuracy_per_source"][source])
+
+
+def test_the_variants_benchmark_trains_each_direction_once(
+    two_source_splits, tmp_path, monkeypatch, capsys
+):
+    """benchmarks/cross_dataset.py as a user runs it, on a scratch project whose splits
+    are the real faces above: each variant trained on each source alone, scored in and
+    cross domain, written as it goes; run again, it trains nothing."""
+    import sys
+
+    from conftest import PROJECT
+
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    import _scratch
+    import cross_dataset
+
+    (tmp_path / "project").mkdir()
+    project = _scratch.scratch_project(tmp_path / "project")
+    (project / "data").mkdir()
+    (project / "data/05_model_input").symlink_to(two_source_splits[0].folder.parent)
+    out = tmp_path / "out"
+    argv = [
+        "cross_dataset.py", "--env", "quick", "--project", str(project), "--out", str(out),
+        "--param", "epochs=1", "--param", "image_size=24", "--param", "batch_size=16",
+        "--param", "device=cpu", "--variant", "baseline", "--variant", "grey:grayscale=1.0",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    cross_dataset.main()
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == [
+        "baseline / ferplus", "baseline / rafdb", "grey / ferplus", "grey / rafdb",
+    ]  # fmt: skip
+    for key, run in results.items():
+        source = key.rsplit(" / ", 1)[1]
+        other = {"ferplus": "rafdb", "rafdb": "ferplus"}[source]
+        assert run["per_source"][source]["domain"] == "in"
+        assert run["per_source"][other]["domain"] == "cross"
+        assert run["recipe"]["epochs"] == 1 and run["epochs_run"] == 1
+    assert results["grey / rafdb"]["recipe"]["grayscale"] == 1.0
+    assert "grayscale" not in results["baseline / rafdb"]["recipe"]
+    printed = capsys.readouterr().out
+    assert "| grey | rafdb |" in printed and "cross macro-F1" in printed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run already held was trained again")
+
+    monkeypatch.setattr(cross_dataset, "train_and_score", no_training)
+    cross_dataset.main()
+    assert json.loads((out / "results.json").read_text()) == results

@@ -74,6 +74,47 @@ def test_augment_shapes_and_identity():
     torch.testing.assert_close(flipped, normalise(images.flip(3), MEAN, STD), atol=1e-4, rtol=0)
 
 
+def test_photometric_augments():
+    """Each option does what it says, and one left at 0 draws no random numbers: a recipe
+    without them gets the same batch as before they existed."""
+    images = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8)
+    plain = dict(hflip=0.0, rotation=0)
+
+    def run(**options) -> torch.Tensor:
+        torch.manual_seed(1)
+        return BatchAugment(MEAN, STD, **plain, **options)(images, torch.Generator().manual_seed(0))
+
+    off = dict(grayscale=0, brightness=0, contrast=0, low_resolution=0, erasing=0)
+    torch.testing.assert_close(run(**off), normalise(images, MEAN, STD), atol=1e-4, rtol=0)
+
+    grey = run(grayscale=1.0)
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    half = run(grayscale=0.5)
+    is_grey = (half[:, 0] - half[:, 1]).abs().amax(dim=(1, 2)) < 1e-5
+    assert 16 < int(is_grey.sum()) < 48
+
+    pixels = normalise(images, MEAN, STD)
+    means = (run(brightness=0.5) - pixels).mean(dim=(1, 2, 3))
+    assert means.std() > 0.05  # a factor per image
+    spread = run(contrast=0.5).std(dim=(1, 2, 3)) / pixels.std(dim=(1, 2, 3))
+    assert spread.min() < 0.8 and spread.max() > 1.2
+
+    blurred = run(low_resolution=1.0)
+    assert blurred.shape == pixels.shape
+    roughness = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    assert roughness(blurred) < 0.7 * roughness(pixels)  # fine detail gone
+
+    erased = run(erasing=1.0)
+    changed = (erased - pixels).abs().amax(dim=(1, 2, 3)) > 1e-4
+    assert changed.all()  # every image has a block of noise
+    changed_share = ((erased - pixels).abs() > 1e-4).float().mean()
+    assert 0.01 < changed_share < 0.4  # a block, not the whole face
+
+    for name, bad in [("grayscale", 1.5), ("erasing", -0.1), ("brightness", 1.0)]:
+        with pytest.raises(ValueError, match=f"training.{name} must be"):
+            TrainConfig(**{name: bad})
+
+
 @pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.4, 0.0), (0.0, 1.0)])
 def test_mixing_keeps_targets_distributions(mixup_alpha, cutmix_alpha):
     np.random.seed(0)

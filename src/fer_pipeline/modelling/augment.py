@@ -1,4 +1,5 @@
-"""Batched augmentation on the tensors' own device: flips and affine transforms, and
+"""Batched augmentation on the tensors' own device: flips and affine transforms,
+photometric changes (grey, brightness, contrast, low resolution, erasing), and
 Mixup/CutMix of soft targets."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
 
 from fer_pipeline.modelling.device import normalise
 
@@ -17,7 +19,15 @@ class BatchAugment:
     """Random horizontal flip, rotation, scale and translation of a whole uint8 batch in
     one ``grid_sample``, then normalisation; with ``size``, the same sampling also
     resizes the batch to ``size`` pixels square (images stored smaller than the model's
-    input)."""
+    input).
+
+    Photometric options, each a probability or strength, off at 0 (and then drawing no
+    random numbers, so that a recipe without them trains as before): ``grayscale``
+    (colour to grey, as FER+ is), ``brightness`` and ``contrast`` (a factor in
+    [1 - s, 1 + s]), ``low_resolution`` (down to 35-80% of the side and back: a
+    distant or blurred face, a small webcam frame) and ``erasing`` (timm's
+    ``RandomErasing``, per-pixel noise: an occluded face).
+    """
 
     def __init__(
         self,
@@ -28,9 +38,19 @@ class BatchAugment:
         scale: Sequence[float] = (1.0, 1.0),
         translate: float = 0.0,
         size: int | None = None,
+        grayscale: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        low_resolution: float = 0.0,
+        erasing: float = 0.0,
     ):
         self.mean, self.std, self.size = mean, std, size
         self.hflip, self.rotation, self.scale, self.translate = hflip, rotation, scale, translate
+        self.grayscale, self.brightness, self.contrast = grayscale, brightness, contrast
+        self.low_resolution = low_resolution
+        self.erasing = (
+            RandomErasing(probability=erasing, mode="pixel", device="cpu") if erasing > 0 else None
+        )
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = images.float() / 255.0
@@ -54,7 +74,42 @@ class BatchAugment:
         side = self.size or x.shape[-1]
         grid = F.affine_grid(theta, [n, x.shape[1], side, side], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        return normalise(x, self.mean, self.std)
+        x = self._photometric(x, uniform)
+        x = normalise(x, self.mean, self.std)
+        if self.erasing is not None:
+            self.erasing.device = x.device  # noise drawn where the batch is
+            x = self.erasing(x)
+        return x
+
+    def _photometric(self, x: torch.Tensor, uniform) -> torch.Tensor:
+        """Grey, brightness, contrast and low resolution of a [0, 1] batch."""
+        n = x.shape[0]
+
+        def chosen(probability: float) -> torch.Tensor:
+            return (uniform(0, 1) < probability).view(n, 1, 1, 1)
+
+        if self.grayscale > 0 and x.shape[1] == 3:
+            weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            grey = (x * weights).sum(1, keepdim=True).expand_as(x)
+            x = torch.where(chosen(self.grayscale), grey, x)
+        if self.brightness > 0:
+            x = x * uniform(1 - self.brightness, 1 + self.brightness).view(n, 1, 1, 1)
+        if self.contrast > 0:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * uniform(1 - self.contrast, 1 + self.contrast).view(n, 1, 1, 1) + mean
+        if self.brightness > 0 or self.contrast > 0:
+            x = x.clamp(0, 1)
+        if self.low_resolution > 0:
+            side = x.shape[-1]
+            small = max(4, round(side * float(uniform(0.35, 0.8)[0])))  # one size a batch
+            blurred = F.interpolate(
+                F.interpolate(x, size=small, mode="bilinear", antialias=True, align_corners=False),
+                size=side,
+                mode="bilinear",
+                align_corners=False,
+            )
+            x = torch.where(chosen(self.low_resolution), blurred, x)
+        return x
 
 
 def mix_images(mixup: Mixup, x: torch.Tensor) -> float:

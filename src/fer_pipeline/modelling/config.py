@@ -18,6 +18,8 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 MONITOR_CHOICES = ("val_accuracy", "val_macro_f1")
 """Logged metrics that pick the best epoch (higher is better)."""
 DISTILLATION_CHOICES = ("auto", "hard", "soft")
+PROBABILITIES = ("hflip", "mix_prob", "switch_prob", "grayscale", "low_resolution", "erasing")
+"""Fields that are probabilities, in [0, 1]."""
 
 
 def _number(value: Any) -> float | None:
@@ -83,6 +85,11 @@ class TrainConfig:
     cutmix_alpha: float = 1.0
     mix_prob: float = 0.2  # probability that a batch is mixed; 0: no Mixup/CutMix
     switch_prob: float = 0.5  # CutMix instead of Mixup
+    grayscale: float = 0.0  # probability that a colour face turns grey (FER+ is grey)
+    brightness: float = 0.0  # strength s: a factor in [1 - s, 1 + s]; 0: off
+    contrast: float = 0.0  # strength, as brightness
+    low_resolution: float = 0.0  # probability of down to 35-80% of the side and back
+    erasing: float = 0.0  # probability of timm's random erasing (an occluded face)
     # Targets and loss
     label_smoothing: float = 0.1
     soft_targets: bool = True  # train on soft_label (FER+ vote_policy: probability; else one-hot)
@@ -165,6 +172,14 @@ class TrainConfig:
                 f"training.warmup_epochs must be between 0 and epochs ({self.epochs}), "
                 f"got {self.warmup_epochs!r}"
             )
+        for name in PROBABILITIES:
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"training.{name} must be between 0 and 1, got {value!r}")
+        for name in ("brightness", "contrast"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"training.{name} must be in [0, 1), got {value!r}")
         if self.mix_prob > 0 and self.mixup_alpha <= 0 and self.cutmix_alpha <= 0:
             raise ValueError("training.mix_prob > 0 needs mixup_alpha > 0 or cutmix_alpha > 0")
         if self.storage_size is not None and not 0 < self.storage_size <= self.image_size:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,7 @@ def seed_epoch(config: TrainConfig, epoch: int, device: torch.device) -> torch.G
     seed = epoch_seed(config, epoch)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # timm's Mixup draws from NumPy
+    random.seed(seed)  # timm's RandomErasing from Python's random
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -516,6 +518,11 @@ def fit(
         config.scale,
         config.translate,
         size=config.image_size,
+        grayscale=config.grayscale,
+        brightness=config.brightness,
+        contrast=config.contrast,
+        low_resolution=config.low_resolution,
+        erasing=config.erasing,
     )
 
     probe = None  # a recipe meant for a GPU says so when it starts on a CPU
