@@ -23,7 +23,7 @@ from _scratch import PROJECT
 
 from fer_pipeline.config.loader import project_config
 from fer_pipeline.data.shards import Shards
-from fer_pipeline.data.versions import latest_complete
+from fer_pipeline.data.versions import latest_complete, latest_split
 from fer_pipeline.modelling.calibration import fit_temperature
 from fer_pipeline.modelling.evaluate import predict_shards
 from fer_pipeline.modelling.metrics import calibration, nll
@@ -66,8 +66,10 @@ def main() -> None:
     bundle = ModelBundle.load(path)
     parameters = project_config(args.project, args.env)["parameters"]
     evaluation = EvaluationConfig.model_validate(parameters.get("evaluation") or {})
-    data = args.splits or args.project / "data/05_model_input"
-    val, test = Shards(data / "val"), Shards(data / "test")
+    if args.splits:
+        val, test = Shards(args.splits / "val"), Shards(args.splits / "test")
+    else:
+        val, test = (Shards(latest_split(args.project, s)) for s in ("val", "test"))
 
     plain_options = {"device": evaluation.device, "precision": evaluation.precision}
     frame, views = predict_shards(bundle, val, **plain_options)

@@ -3,8 +3,8 @@ scored on RAF-DB test, and trained on RAF-DB alone and scored on FER+ test, the
 literature's check of faces a model never saw (docs/evaluation.md "Cross-dataset
 variants").
 
-Reads the project's splits (``data/05_model_input``: run ``kedro run --pipelines
-data_processing`` first) and the recipe of ``--env``, changed by each ``--param`` and
+Reads the newest complete splits of the project (``kedro run --pipelines
+data_processing`` writes them) and the recipe of ``--env``, changed by each ``--param`` and
 then by the variant; scores plain (no TTA) through the evaluation node. Results go to
 ``--out``/results.json after every run, so a killed benchmark resumes where it stopped
 (a run already held with the same parameters is not trained again); the table is
@@ -26,9 +26,9 @@ import yaml
 from _scratch import PROJECT
 
 from fer_pipeline.config.loader import project_config
-from fer_pipeline.data.schema import SOURCES
+from fer_pipeline.data.schema import SOURCES, SPLITS
 from fer_pipeline.data.shards import Shards
-from fer_pipeline.data.versions import write_atomically
+from fer_pipeline.data.versions import latest_split, write_atomically
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.engine import fit_shards
 from fer_pipeline.pipelines.evaluation.nodes import evaluate_model
@@ -75,12 +75,12 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 def train_and_score(
     recipe: dict[str, Any],
     source: str,
-    splits: Path,
+    splits: dict[str, Shards],
     evaluation: dict[str, Any],
 ) -> dict[str, Any]:
     """Train ``recipe`` on ``source`` alone; its test figures per source, and seconds."""
     config = TrainConfig.from_dict({**recipe, "sources": [source]})
-    train, val, test = (Shards(splits / name) for name in ("train", "val", "test"))
+    train, val, test = (splits[name] for name in SPLITS)
     started = time.perf_counter()
     bundle, history = fit_shards(train, val, config)
     report = evaluate_model(bundle, val, test, {**evaluation, "tta": False})[0]
@@ -138,9 +138,7 @@ def main() -> None:
     parameters = project_config(args.project, args.env)["parameters"]
     recipe = {**(parameters.get("training") or {}), **dict(args.param)}
     evaluation = dict(parameters.get("evaluation") or {})
-    splits = args.project / "data/05_model_input"
-    if not (splits / "test").is_dir():
-        raise SystemExit(f"no splits in {splits}: run `kedro run --pipelines data_processing`")
+    splits = {name: Shards(latest_split(args.project, name)) for name in SPLITS}
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name, changes in args.variant or list(VARIANTS.items()):

@@ -44,24 +44,12 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # no install neede
 
 from fer_pipeline.data.schema import SPLITS, TRAINING_COLUMNS  # noqa: E402
 from fer_pipeline.data.shards import Shards, write_shards  # noqa: E402
-from fer_pipeline.data.versions import latest_complete  # noqa: E402
+from fer_pipeline.data.versions import latest_split  # noqa: E402
 from fer_pipeline.modelling.config import TrainConfig  # noqa: E402
 
 PACK_COLUMNS = ["split", *TRAINING_COLUMNS]
 RECIPES = "recipes.json"
 RECIPE_KEYS = ("training", "evaluation")
-
-
-def latest_split(project: Path, split: str) -> Path:
-    """The newest complete version of a split's shard folder (Kedro's versioned layout);
-    versions a run did not finish are skipped with a warning."""
-    latest = latest_complete(project / f"data/05_model_input/{split}")
-    if latest is None:
-        raise FileNotFoundError(
-            f"no complete {split} split under {project}/data/05_model_input: "
-            "run `kedro run --pipelines data_processing` first"
-        )
-    return latest
 
 
 def environment_parameters(project: Path) -> dict[str, dict]:

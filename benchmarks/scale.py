@@ -39,7 +39,7 @@ import yaml
 from _scratch import SHARED_DATA, scratch_project
 
 from fer_pipeline.data.near_duplicates import components
-from fer_pipeline.data.versions import latest_complete
+from fer_pipeline.data.versions import latest_complete, latest_split
 from fer_pipeline.pipelines.splitting.nodes import _near_pairs
 
 RANK_SETUP = """
@@ -81,10 +81,7 @@ def watch(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float
 
 def rank_memory(root: Path, size: int) -> dict[str, float]:
     """Peak memory of one rank's training setup, with 1 and with 2 ranks."""
-    train, val = (
-        latest_complete(root / "data/05_model_input/train"),
-        latest_complete(root / "data/05_model_input/val"),
-    )
+    train, val = latest_split(root, "train"), latest_split(root, "val")
     figures = {}
     for world in (1, 2):
         code = textwrap.dedent(RANK_SETUP)

@@ -12,6 +12,7 @@ import pytest
 
 from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.data.shards import Shards, write_shards
+from fer_pipeline.data.versions import MODEL_INPUT
 from fer_pipeline.modelling.config import TrainConfig
 
 
@@ -93,8 +94,10 @@ def test_the_variants_benchmark_trains_each_direction_once(
 
     (tmp_path / "project").mkdir()
     project = _scratch.scratch_project(tmp_path / "project")
-    (project / "data").mkdir()
-    (project / "data/05_model_input").symlink_to(two_source_splits[0].folder.parent)
+    for split in two_source_splits:  # as data_processing versions them
+        version = project / MODEL_INPUT / split.folder.name / "2026-01-01T00.00.00.000Z"
+        version.mkdir(parents=True)
+        (version / split.folder.name).symlink_to(split.folder)
     out = tmp_path / "out"
     argv = [
         "cross_dataset.py", "--env", "quick", "--project", str(project), "--out", str(out),

@@ -9,6 +9,8 @@ import sys
 import pandas as pd
 from conftest import PROJECT, make_project
 
+from fer_pipeline.data.versions import latest_split
+
 
 def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
     sys.path.insert(0, str(PROJECT / "benchmarks"))
@@ -22,11 +24,11 @@ def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
     assert len(parts) >= 2 and all(p.stat().st_size < 0.4 * 2**20 for p in parts)
     packed = pd.concat([pd.read_parquet(p) for p in parts])
     for split in ("train", "val", "test"):
-        original = pd.read_parquet(gpu_run.latest_split(project, split))
+        original = pd.read_parquet(latest_split(project, split))
         assert (packed["split"] == split).sum() == len(original)
     assert set(packed["image"]) == set(
         pd.concat(
-            pd.read_parquet(gpu_run.latest_split(project, s)) for s in ("train", "val", "test")
+            pd.read_parquet(latest_split(project, s)) for s in ("train", "val", "test")
         )["image"]
     )
 

@@ -89,3 +89,20 @@ def latest_complete(filepath: Path) -> Path | None:
             return path
         logger.warning("Skipping %s: its run did not finish writing it", path)
     return None
+
+
+MODEL_INPUT = "data/05_model_input"
+"""Where ``data_processing`` writes the train, val and test shards in a project (the
+catalog's ``train``, ``val`` and ``test``), for code that reads them without Kedro."""
+
+
+def latest_split(project: Path, split: str) -> Path:
+    """The newest complete version of a split's shard folder (Kedro's versioned layout);
+    versions a run did not finish are skipped with a warning."""
+    latest = latest_complete(project / MODEL_INPUT / split)
+    if latest is None:
+        raise FileNotFoundError(
+            f"no complete {split} split under {project / MODEL_INPUT}: "
+            "run `kedro run --pipelines data_processing` first"
+        )
+    return latest
