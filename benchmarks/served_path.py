@@ -40,8 +40,7 @@ served crop; the gap (dataset crop minus served crop) in points with a 95% inter
 box's width and height over the dataset crop's side, extra boxes per picture, and with
 ``--whole`` the whole picture's accuracy.
 
-    python benchmarks/served_path.py data/06_models/model.onnx data/05_model_input/test \\
-        --whole --out served_path.json
+    python benchmarks/served_path.py data/06_models/model.onnx --whole --out served_path.json
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ import pandas as pd
 from fer_pipeline.data.images import decode_image, encode_jpeg
 from fer_pipeline.data.schema import CLASSES
 from fer_pipeline.data.shards import Shards
+from fer_pipeline.data.versions import latest_split
 from fer_pipeline.runtime.faces import Box, FaceRecogniser, recogniser_from_params
 from fer_pipeline.runtime.recogniser import load_classifier, recognition_config
 
@@ -353,7 +353,10 @@ def canvas_size(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="an exported .onnx file or its versions folder")
-    parser.add_argument("shards", type=Path, help="a folder of test part-*.parquet shards")
+    parser.add_argument(
+        "shards", type=Path, nargs="?",
+        help="a folder of test part-*.parquet shards; default: the project's newest test split",
+    )  # fmt: skip
     parser.add_argument("--faces", type=int, default=600, help="faces per source")
     parser.add_argument("--scales", type=int, nargs="+", default=list(SCALES))
     parser.add_argument("--canvas", type=canvas_size, default=CANVAS, help="WIDTHxHEIGHT")
@@ -363,7 +366,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime's and OpenCV's")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.shards = args.shards or latest_split(Path(__file__).resolve().parents[1], "test")
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_the_variants_benchmark_trains_each_direction_once(
 
     from conftest import PROJECT
 
-    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(PROJECT / "benchmarks"))
     import _scratch
     import cross_dataset
 
@@ -119,11 +119,21 @@ def test_the_variants_benchmark_trains_each_direction_once(
     assert results["grey / rafdb"]["recipe"]["grayscale"] == 1.0
     assert "grayscale" not in results["baseline / rafdb"]["recipe"]
     printed = capsys.readouterr().out
-    assert "| grey | rafdb |" in printed and "cross macro-F1" in printed
+    assert "| grey | rafdb |" in printed and "| ferplus " in printed and "cross macro-F1" in printed
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a run already held was trained again")
+    trained = []
 
-    monkeypatch.setattr(cross_dataset, "train_and_score", no_training)
+    def train_and_score(recipe, source, *args):
+        trained.append(source)
+        held = results[f"baseline / {source}"]
+        return {k: v for k, v in held.items() if k not in ("recipe", "splits")}
+
+    monkeypatch.setattr(cross_dataset, "train_and_score", train_and_score)
+    cross_dataset.main()  # all held: nothing trains
+    assert trained == [] and json.loads((out / "results.json").read_text()) == results
+    newer = project / MODEL_INPUT / "test/2026-02-01T00.00.00.000Z"  # data_processing ran again
+    newer.mkdir()
+    (newer / "test").symlink_to(two_source_splits[2].folder)
+    monkeypatch.setattr(sys, "argv", [*argv[:-2]])  # baseline alone
     cross_dataset.main()
-    assert json.loads((out / "results.json").read_text()) == results
+    assert trained == ["ferplus", "rafdb"]

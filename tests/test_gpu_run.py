@@ -27,9 +27,9 @@ def test_pack_then_run_on_cpu(small_raw, tmp_path, kedro_run):
         original = pd.read_parquet(latest_split(project, split))
         assert (packed["split"] == split).sum() == len(original)
     assert set(packed["image"]) == set(
-        pd.concat(
-            pd.read_parquet(latest_split(project, s)) for s in ("train", "val", "test")
-        )["image"]
+        pd.concat(pd.read_parquet(latest_split(project, s)) for s in ("train", "val", "test"))[
+            "image"
+        ]
     )
 
     out = tmp_path / "out"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import timm
@@ -76,16 +78,30 @@ def test_augment_shapes_and_identity():
 
 def test_photometric_augments():
     """Each option does what it says, and one left at 0 draws no random numbers: a recipe
-    without them gets the same batch as before they existed."""
+    without them gets the same batches as before they existed."""
     images = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8)
     plain = dict(hflip=0.0, rotation=0)
 
     def run(**options) -> torch.Tensor:
         torch.manual_seed(1)
+        random.seed(1)
         return BatchAugment(MEAN, STD, **plain, **options)(images, torch.Generator().manual_seed(0))
 
     off = dict(grayscale=0, brightness=0, contrast=0, low_resolution=0, erasing=0)
-    torch.testing.assert_close(run(**off), normalise(images, MEAN, STD), atol=1e-4, rtol=0)
+    geometric = dict(hflip=0.5, rotation=10, scale=(0.9, 1.1), translate=0.05)
+    states = []
+    for options in ({}, off):
+        generator, batches = torch.Generator().manual_seed(0), []
+        torch.manual_seed(1)
+        random.seed(1)
+        augment = BatchAugment(MEAN, STD, **geometric, **options)
+        batches = [augment(images, generator) for _ in range(2)]
+        states.append((batches, generator.get_state(), torch.get_rng_state(), random.getstate()))
+    (before, *rngs_before), (after, *rngs_after) = states
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(rngs_before[:2], rngs_after[:2]))
+    assert rngs_before[2] == rngs_after[2]
 
     grey = run(grayscale=1.0)
     assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])

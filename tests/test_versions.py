@@ -21,6 +21,7 @@ import psutil
 import pytest
 import yaml
 from conftest import (
+    PROJECT,
     catalog_of,
     make_project,
     raises_in_chain,
@@ -33,12 +34,34 @@ from kedro.io import DatasetError, Version
 from kedro.io.core import generate_timestamp
 from serving_fixtures import photo, raf_faces, small_model, video
 
+from fer_pipeline.config.loader import project_config
 from fer_pipeline.data.schema import SPLITS
 from fer_pipeline.data.shards import Shards
-from fer_pipeline.data.versions import INCOMPLETE, is_complete, latest_complete
+from fer_pipeline.data.versions import (
+    INCOMPLETE,
+    MODEL_INPUT,
+    is_complete,
+    latest_complete,
+    latest_split,
+)
 from fer_pipeline.datasets import BytesDataset
 
-SPLIT_FILES = {s: Path(f"data/05_model_input/{s}") for s in SPLITS}
+SPLIT_FILES = {s: Path(MODEL_INPUT, s) for s in SPLITS}
+
+
+def test_the_splits_are_where_code_without_kedro_reads_them(tmp_path):
+    """``MODEL_INPUT`` (read by the benchmarks and gpu_run) is the catalog's folder of the
+    splits, and ``latest_split`` skips a version a run did not finish."""
+    catalog = project_config(PROJECT, "base")["catalog"]
+    assert {s: catalog[s]["filepath"] for s in SPLITS} == {
+        s: str(f) for s, f in SPLIT_FILES.items()
+    }
+    for version in ("2026-01-01T00.00.00.000Z", "2026-02-01T00.00.00.000Z"):
+        (tmp_path / MODEL_INPUT / "val" / version / "val").mkdir(parents=True)
+    (tmp_path / MODEL_INPUT / "val/2026-02-01T00.00.00.000Z" / INCOMPLETE).touch()
+    assert latest_split(tmp_path, "val").parent.name == "2026-01-01T00.00.00.000Z"
+    with pytest.raises(FileNotFoundError, match="run `kedro run --pipelines data_processing`"):
+        latest_split(tmp_path, "test")
 
 
 def run(project: Path, pipeline: str, **kwargs) -> None:

@@ -5,6 +5,7 @@ Mixup/CutMix of soft targets."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 import torch
@@ -13,6 +14,11 @@ from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 
 from fer_pipeline.modelling.device import normalise
+
+LOW_RESOLUTION_SIDES = (16, 40)
+"""``low_resolution``: the side in pixels a face goes down to (at most the input's side
+less one) before it is resized back: a small, distant or blurred face, which FER+'s
+48 px and RAF-DB's 100 px faces are not."""
 
 
 class BatchAugment:
@@ -24,8 +30,8 @@ class BatchAugment:
     Photometric options, each a probability or strength, off at 0 (and then drawing no
     random numbers, so that a recipe without them trains as before): ``grayscale``
     (colour to grey, as FER+ is), ``brightness`` and ``contrast`` (a factor in
-    [1 - s, 1 + s]), ``low_resolution`` (down to 35-80% of the side and back: a
-    distant or blurred face, a small webcam frame) and ``erasing`` (timm's
+    [1 - s, 1 + s]), ``low_resolution`` (down to ``LOW_RESOLUTION_SIDES`` and back:
+    a distant or blurred face, a small webcam frame) and ``erasing`` (timm's
     ``RandomErasing``, per-pixel noise: an occluded face).
     """
 
@@ -99,9 +105,11 @@ class BatchAugment:
             x = (x - mean) * uniform(1 - self.contrast, 1 + self.contrast).view(n, 1, 1, 1) + mean
         if self.brightness > 0 or self.contrast > 0:
             x = x.clamp(0, 1)
-        if self.low_resolution > 0:
+        if self.low_resolution > 0 and x.shape[-1] > LOW_RESOLUTION_SIDES[0]:
             side = x.shape[-1]
-            small = max(4, round(side * float(uniform(0.35, 0.8)[0])))  # one size a batch
+            # One size a batch, from Python's random (seeded per epoch and rank, as
+            # erasing's boxes): a draw on the device would wait for it every batch.
+            small = random.randint(LOW_RESOLUTION_SIDES[0], min(LOW_RESOLUTION_SIDES[1], side - 1))
             blurred = F.interpolate(
                 F.interpolate(x, size=small, mode="bilinear", antialias=True, align_corners=False),
                 size=side,

@@ -88,7 +88,7 @@ class TrainConfig:
     grayscale: float = 0.0  # probability that a colour face turns grey (FER+ is grey)
     brightness: float = 0.0  # strength s: a factor in [1 - s, 1 + s]; 0: off
     contrast: float = 0.0  # strength, as brightness
-    low_resolution: float = 0.0  # probability of down to 35-80% of the side and back
+    low_resolution: float = 0.0  # probability of a small copy (augment.LOW_RESOLUTION_SIDES)
     erasing: float = 0.0  # probability of timm's random erasing (an occluded face)
     # Targets and loss
     label_smoothing: float = 0.1

@@ -262,9 +262,9 @@ def train_one_epoch(
     config, model, device, ranks = trainer.config, trainer.model, trainer.device, trainer.ranks
     generator = seed_epoch(config, epoch, device)
     if ranks.world_size > 1:  # each rank its own order and augmentations
-        generator = torch.Generator(device=device).manual_seed(
-            epoch_seed(config, epoch) * ranks.world_size + ranks.rank
-        )
+        rank_seed = epoch_seed(config, epoch) * ranks.world_size + ranks.rank
+        generator = torch.Generator(device=device).manual_seed(rank_seed)
+        random.seed(rank_seed)  # random erasing's boxes
     n, batch = len(images), trainer.batch_size
     if sample_weight is not None:
         order = torch.multinomial(sample_weight, n, replacement=True, generator=generator)
