@@ -142,19 +142,19 @@ def main() -> None:
     evaluation = dict(parameters.get("evaluation") or {})
     versions = {name: latest_split(args.project, name) for name in SPLITS}
     splits = {name: Shards(path) for name, path in versions.items()}
-    read = {name: path.parent.name for name, path in versions.items()}  # their versions
+    split_versions = {name: path.parent.name for name, path in versions.items()}
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name, changes in args.variant or list(VARIANTS.items()):
         for source in args.sources:
             key, run_recipe = f"{name} / {source}", {**recipe, **changes}
             held = results.get(key, {})
-            wanted = json.loads(json.dumps([run_recipe, read]))  # as JSON holds them
+            wanted = json.loads(json.dumps([run_recipe, split_versions]))  # as JSON holds them
             if [held.get("recipe"), held.get("splits")] == wanted:
                 continue  # trained on these splits with this recipe
             print(f"{key}: training", flush=True)
             figures = train_and_score(run_recipe, source, splits, evaluation)
-            results[key] = {"recipe": run_recipe, "splits": read, **figures}
+            results[key] = {"recipe": run_recipe, "splits": split_versions, **figures}
             save(results_file, results)
             print(table({key: results[key]}).splitlines()[-1], flush=True)
     print(table(results))

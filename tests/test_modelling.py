@@ -82,20 +82,21 @@ def test_photometric_augments():
     images = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8)
     plain = dict(hflip=0.0, rotation=0)
 
-    def run(**options) -> torch.Tensor:
+    def augment(batches=1, geometry=plain, **options):
         torch.manual_seed(1)
         random.seed(1)
-        return BatchAugment(MEAN, STD, **plain, **options)(images, torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        augmenter = BatchAugment(MEAN, STD, **geometry, **options)
+        return [augmenter(images, generator) for _ in range(batches)], generator
+
+    def run(**options) -> torch.Tensor:
+        return augment(**options)[0][0]
 
     off = dict(grayscale=0, brightness=0, contrast=0, low_resolution=0, erasing=0)
     geometric = dict(hflip=0.5, rotation=10, scale=(0.9, 1.1), translate=0.05)
     states = []
     for options in ({}, off):
-        generator, batches = torch.Generator().manual_seed(0), []
-        torch.manual_seed(1)
-        random.seed(1)
-        augment = BatchAugment(MEAN, STD, **geometric, **options)
-        batches = [augment(images, generator) for _ in range(2)]
+        batches, generator = augment(2, geometric, **options)
         states.append((batches, generator.get_state(), torch.get_rng_state(), random.getstate()))
     (before, *rngs_before), (after, *rngs_after) = states
     for a, b in zip(before, after):

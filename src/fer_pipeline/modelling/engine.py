@@ -204,14 +204,20 @@ def epoch_seed(config: TrainConfig, epoch: int) -> int:
     return config.seed * 1000 + epoch
 
 
-def seed_epoch(config: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
+def seed_epoch(
+    config: TrainConfig, epoch: int, device: torch.device, ranks: Ranks
+) -> torch.Generator:
     """Seeds every random source from (seed, epoch), so that a resumed run draws what an
-    uninterrupted one would; returns the generator for the epoch's order and augments."""
+    uninterrupted one would; returns the generator for the epoch's order and augments.
+    Each rank draws its own order and augmentations: the generator and Python's random
+    (random erasing's boxes) from (seed, epoch, rank), the same as (seed, epoch) on one
+    process."""
     seed = epoch_seed(config, epoch)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # timm's Mixup draws from NumPy
-    random.seed(seed)  # timm's RandomErasing from Python's random
-    return torch.Generator(device=device).manual_seed(seed)
+    rank_seed = seed * ranks.world_size + ranks.rank
+    random.seed(rank_seed)  # timm's RandomErasing draws from Python's random
+    return torch.Generator(device=device).manual_seed(rank_seed)
 
 
 def _loss(
@@ -260,11 +266,7 @@ def train_one_epoch(
     ``batch_size x ranks`` images of the whole set.
     """
     config, model, device, ranks = trainer.config, trainer.model, trainer.device, trainer.ranks
-    generator = seed_epoch(config, epoch, device)
-    if ranks.world_size > 1:  # each rank its own order and augmentations
-        rank_seed = epoch_seed(config, epoch) * ranks.world_size + ranks.rank
-        generator = torch.Generator(device=device).manual_seed(rank_seed)
-        random.seed(rank_seed)  # random erasing's boxes
+    generator = seed_epoch(config, epoch, device, ranks)
     n, batch = len(images), trainer.batch_size
     if sample_weight is not None:
         order = torch.multinomial(sample_weight, n, replacement=True, generator=generator)
