@@ -27,7 +27,7 @@ from fer_pipeline.modelling.distributed import Ranks
 from fer_pipeline.modelling.engine import fit_shards, rank_data, rank_rows
 from fer_pipeline.modelling.evaluate import predict_proba
 from fer_pipeline.modelling.models import ModelBundle
-from fer_pipeline.modelling.tensors import shards_to_tensor
+from fer_pipeline.modelling.tensors import StreamedImages, encoded_gb, shards_to_tensor
 
 NO_AUGMENTATION = {
     "hflip": 0.0,
@@ -128,14 +128,48 @@ def test_storage_size_below_image_size_trains_a_model_for_image_size(split_table
 
 
 def test_a_share_above_the_memory_budget_is_kept_encoded_and_trains_the_same(split_tables):
-    """decoded_memory_gb below the share's decoded size: the images stay encoded and
-    each batch is decoded when drawn: the same pixels, so the same weights."""
+    """decoded_memory_gb between the share's encoded and decoded sizes: the images stay
+    encoded and each batch is decoded when drawn: the same pixels, so the same weights."""
     train, val = (Shards(p) for p in split_tables)
     recipe = {**TINY_VIT, **NO_AUGMENTATION, "epochs": 1, "batch_size": 16}
+    budget = encoded_gb(train, 1.0) * 1.01
+    assert budget < len(train) * 3 * 32**2 / 1e9  # below the decoded size
     decoded, _ = fit_shards(train, val, TrainConfig(**recipe))
-    encoded, _ = fit_shards(train, val, TrainConfig(**recipe, decoded_memory_gb=1e-4))
+    encoded, _ = fit_shards(train, val, TrainConfig(**recipe, decoded_memory_gb=budget))
     for key, tensor in decoded.state_dict.items():
         torch.testing.assert_close(encoded.state_dict[key], tensor)
+
+
+def test_a_share_above_even_the_encoded_budget_is_streamed_from_the_shards(split_tables, caplog):
+    """Below the encoded size too: the images stay in the shards. A batch gives the
+    pixels decoded once would; an epoch's draws, localised, are the same draws, come a
+    window of row groups at a time and read each row group once; the model trains."""
+    train, val = (Shards(p) for p in split_tables)
+    rows = train.read(["label"], positions=True)
+    streamed = StreamedImages(train, rows, 32, window=2)
+    assert len(streamed.keys) == 7  # row groups of 16: 50 rows in 4, 46 in 3
+    index = torch.tensor([5, 0, 95, 49, 50])
+    assert torch.equal(streamed[index], shards_to_tensor(train, rows, 32)[index])
+
+    generator = torch.Generator().manual_seed(0)
+    order = torch.multinomial(torch.ones(len(rows)), len(rows), replacement=True)
+    local = streamed.localise(order, generator)
+    assert sorted(local.tolist()) == sorted(order.tolist())
+    windows = [len(set(streamed.block[local[i : i + 32].numpy()])) for i in range(0, 96, 32)]
+    assert max(windows) <= 2 * streamed.window
+    streamed = StreamedImages(train, rows, 32, window=1)  # a window per row group
+    local = streamed.localise(order, generator)
+    blocks = streamed.block[local.numpy()]
+    assert (np.diff(blocks) != 0).sum() == len(set(blocks)) - 1  # each group's draws together
+    for start in range(0, len(local), 16):
+        streamed[local[start : start + 16]]
+    assert streamed.groups_read == len(set(blocks))
+
+    recipe = {**TINY_VIT, "epochs": 1, "batch_size": 16, "decoded_memory_gb": 1e-9}
+    with caplog.at_level("WARNING"):
+        bundle, history = fit_shards(train, val, TrainConfig(**recipe))
+    assert "streamed from the shards" in caplog.text
+    assert bundle.spec.train_images == 96 and history[0]["train_loss"] > 0
 
 
 def _rank_pid(marker: str, rank: int, timeout: float = 120) -> int:

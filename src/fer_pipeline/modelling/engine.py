@@ -60,7 +60,13 @@ from fer_pipeline.modelling.distributed import (
 from fer_pipeline.modelling.estimate import SlowRecipeProbe
 from fer_pipeline.modelling.metrics import confusion_macro_f1
 from fer_pipeline.modelling.models import ModelBundle, ModelSpec, build_model
-from fer_pipeline.modelling.tensors import EncodedImages, shards_to_encoded, shards_to_tensor
+from fer_pipeline.modelling.tensors import (
+    EncodedImages,
+    StreamedImages,
+    encoded_gb,
+    shards_to_encoded,
+    shards_to_tensor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +278,8 @@ def train_one_epoch(
         order = torch.multinomial(sample_weight, n, replacement=True, generator=generator)
     else:
         order = torch.randperm(n, generator=generator, device=device)
+    if isinstance(images, StreamedImages):
+        order = images.localise(order, generator)
     hard = targets if targets.ndim == 1 else targets.argmax(1)
     tau = config.distillation_tau if trainer.distillation == "soft" else 1.0
     model.train()
@@ -441,9 +449,9 @@ def load_checkpoint(trainer: Trainer, path: Path) -> int:
 
 def _place_train_images(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
     """On the GPU when ``data_on_device`` allows and it fits in half the free memory;
-    pinned for fast copies otherwise; kept encoded images stay as they are."""
+    pinned for fast copies otherwise; encoded or streamed images stay as they are."""
     device, wanted = trainer.device, trainer.config.data_on_device
-    if device.type != "cuda" or isinstance(images, EncodedImages):
+    if device.type != "cuda" or isinstance(images, EncodedImages | StreamedImages):
         return images
     fits = images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
     if wanted is True or (wanted == "auto" and fits):
@@ -452,7 +460,7 @@ def _place_train_images(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
 
 
 def fit(
-    train_images: torch.Tensor | EncodedImages,
+    train_images: torch.Tensor | EncodedImages | StreamedImages,
     train_targets: torch.Tensor,
     val_images: torch.Tensor,
     val_labels: torch.Tensor,
@@ -465,8 +473,8 @@ def fit(
     (one-hot unless ``config.soft_targets``); validate on integer labels after every
     epoch. ``S`` may be below ``config.image_size`` (``storage_size``): batches are
     resized on the device. Under several ranks, each passes its equal share of the
-    training and validation images. ``EncodedImages`` instead of the training tensor:
-    each batch is decoded when drawn.
+    training and validation images. ``EncodedImages`` or ``StreamedImages`` instead of
+    the training tensor: each batch is decoded (and read from disk) when drawn.
 
     With ``checkpoint``, every epoch ends by saving one there, and a call that finds one
     resumes after its epoch. ``on_epoch`` gets each epoch's history row in rank 0 (a
@@ -616,6 +624,36 @@ def rank_rows(n: int, seed: int, ranks: Ranks) -> np.ndarray:
     return np.sort(order[ranks.rank * share : (ranks.rank + 1) * share])
 
 
+def training_images(
+    train: Shards, rows: pd.DataFrame, size: int, budget_gb: float | None, ranks: Ranks
+) -> torch.Tensor | EncodedImages | StreamedImages:
+    """The images of ``rows`` (this rank's share of ``train``) in the form that fits
+    ``budget_gb`` (``training.decoded_memory_gb``; default: half the free memory):
+    decoded once at ``size`` when that fits; else kept encoded, decoded a batch at a
+    time (about a tenth of the memory); else left in the shards, read and decoded a
+    batch at a time (``StreamedImages``: a few row groups in memory)."""
+    decoded = len(rows) * 3 * size**2 / 1e9
+    budget = budget_gb or psutil.virtual_memory().available / 2e9
+    if decoded <= budget:
+        return shards_to_tensor(train, rows, size, desc="decode train")
+    encoded = encoded_gb(train, len(rows) / len(train))
+    form = "kept encoded" if encoded <= budget else "streamed from the shards"
+    logger.warning(
+        "rank %d: its %d training images would take %.1f GB decoded at %d px (%.2f GB "
+        "encoded), above training.decoded_memory_gb (%.2f GB): %s, decoded a batch at a time",
+        ranks.rank,
+        len(rows),
+        decoded,
+        size,
+        encoded,
+        budget,
+        form,
+    )
+    if encoded <= budget:
+        return shards_to_encoded(train, rows, size)
+    return StreamedImages(train, rows, size)
+
+
 def rank_data(
     train: Shards, val: Shards, config: TrainConfig, ranks: Ranks
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -653,21 +691,7 @@ def rank_data(
         len(all_val),
     )
     size = config.storage_size or config.image_size
-    decoded_gb = len(rows) * 3 * size**2 / 1e9
-    budget = config.decoded_memory_gb or psutil.virtual_memory().available / 2e9
-    if decoded_gb > budget:
-        logger.warning(
-            "rank %d: its %d training images would take %.1f GB decoded at %d px, above "
-            "training.decoded_memory_gb (%.1f GB): kept encoded, decoded a batch at a time",
-            ranks.rank,
-            len(rows),
-            decoded_gb,
-            size,
-            budget,
-        )
-        train_images = shards_to_encoded(train, rows, size)
-    else:
-        train_images = shards_to_tensor(train, rows, size, desc="decode train")
+    train_images = training_images(train, rows, size, config.decoded_memory_gb, ranks)
     return (
         train_images,
         targets,

@@ -1,15 +1,21 @@
-"""Encoded images -> one uint8 tensor at the model's resolution, decoded once."""
+"""Encoded images -> uint8 tensors at the model's resolution: decoded once (a tensor),
+kept encoded and decoded per batch (``EncodedImages``), or read from the shards on disk
+per batch (``StreamedImages``)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from fer_pipeline.data.images import decode_image, parallel_map, resized_rgb
+from fer_pipeline.data.schema import POSITION_COLUMNS
 from fer_pipeline.data.shards import Shards
 
 
@@ -68,3 +74,82 @@ def shards_to_encoded(shards: Shards, positions: pd.DataFrame, size: int) -> Enc
     """The images at ``positions`` of ``shards`` (sorted), kept encoded."""
     images = [image for part in shards.take(positions, ["image"]) for image in part["image"]]
     return EncodedImages(images, size)
+
+
+def encoded_gb(shards: Shards, share: float) -> float:
+    """What ``share`` (0-1) of the images of ``shards`` takes encoded, in GB, from the
+    Parquet metadata (the image column's compressed size), without reading an image."""
+    total = 0
+    for file in shards.files:
+        metadata = pq.ParquetFile(file).metadata
+        column = metadata.schema.names.index("image")
+        for group in range(metadata.num_row_groups):
+            total += metadata.row_group(group).column(column).total_compressed_size
+    return total * share / 1e9
+
+
+class StreamedImages:
+    """A rank's training images left in the shards on disk: each batch reads the row
+    groups that hold it (the ``image`` column only; the last ``2 x window`` row groups
+    stay in memory) and decodes its images at ``size``. What training indexes when even
+    the encoded share would not fit in memory. An epoch's draws must come in the order
+    ``localise`` gives, or every batch reads a row group per image."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, shards: Shards, positions: pd.DataFrame, size: int, window: int = 8):
+        self.shards, self.size, self.window = shards, size, window
+        starts = []  # per shard: the first row of each row group
+        for file in shards.files:
+            metadata = pq.ParquetFile(file).metadata
+            sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+            starts.append(np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        shard, row = (positions[column].to_numpy() for column in POSITION_COLUMNS)
+        group, self.row_in_group = np.empty_like(row), np.empty_like(row)
+        for index in np.unique(shard):
+            here = shard == index
+            group[here] = np.searchsorted(starts[index], row[here], side="right") - 1
+            self.row_in_group[here] = row[here] - starts[index][group[here]]
+        keys, block = np.unique(np.stack([shard, group], 1), axis=0, return_inverse=True)
+        self.block = block.reshape(-1)
+        self.keys = [(int(s), int(g)) for s, g in keys]  # block -> (shard, row group)
+        self.cache: OrderedDict[int, pa.BinaryArray] = OrderedDict()
+        self.groups_read = 0
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def _group(self, block: int) -> pa.Array:
+        if block in self.cache:
+            self.cache.move_to_end(block)
+            return self.cache[block]
+        shard, group = self.keys[block]
+        images = pq.ParquetFile(self.shards.files[shard]).read_row_group(group, ["image"])
+        self.cache[block] = images.column("image").combine_chunks()
+        self.groups_read += 1
+        while len(self.cache) > 2 * self.window:
+            self.cache.popitem(last=False)
+        return self.cache[block]
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        wanted = index.tolist()
+        batch = [self._group(int(self.block[i]))[int(self.row_in_group[i])].as_py() for i in wanted]
+        out = np.empty((len(batch), self.size, self.size, 3), dtype=np.uint8)
+        _decode_into(out, batch, desc="")
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+    def localise(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The epoch's draws ``order`` (image indices) reordered so that they come a
+        window of ``window`` row groups at a time: the row groups in a random order,
+        the draws within each window shuffled. Which images an epoch sees, and how
+        often, are ``order``'s (a shuffle buffer's trade: an image's neighbours in a
+        batch come from the same ``window`` row groups)."""
+        device = order.device
+        blocks = torch.from_numpy(self.block).to(device)[order]
+        position = torch.empty(len(self.keys), dtype=torch.long, device=device)
+        position[torch.randperm(len(self.keys), generator=generator, device=device)] = torch.arange(
+            len(self.keys), device=device
+        )
+        window = torch.div(position[blocks], self.window, rounding_mode="floor")
+        noise = torch.rand(len(order), generator=generator, device=device, dtype=torch.float64)
+        return order[torch.argsort(window.double() + noise)]
