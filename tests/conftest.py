@@ -7,6 +7,7 @@ import gzip
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -14,12 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from fer_pipeline.config.loader import raw_data
+from fer_pipeline.data.shards import Shards, write_shards
+from fer_pipeline.data.versions import MODEL_INPUT
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = raw_data(PROJECT)
@@ -171,3 +176,48 @@ def bundle(shared_data):
     from serving_fixtures import small_model
 
     return small_model(shared_data)
+
+
+@pytest.fixture(scope="module")
+def two_source_splits(shared_data, tmp_path_factory) -> tuple[Shards, Shards, Shards]:
+    """Train, val and test shards of real FER+ and RAF-DB faces, both in each split."""
+    from fer_pipeline.data.images import encode_png
+    from fer_pipeline.datasets import FerPlusRelease
+
+    root = tmp_path_factory.mktemp("two_sources")
+    fer = FerPlusRelease(str(write_ferplus_subset(shared_data, root / "fer", rows=60))).load()
+    rows = [
+        (encode_png(pixels), int(label), "ferplus")
+        for pixels, label in zip(fer.table["pixels"], fer.table["label_orig"])
+    ]
+    lines = (shared_data / "rafdb/basic/EmoLabel/list_patition_label.txt").read_text().split()
+    with zipfile.ZipFile(shared_data / "rafdb/basic/Image/aligned.zip") as archive:
+        for name, label in zip(lines[:120:2], lines[1:120:2]):
+            member = f"aligned/{name.removesuffix('.jpg')}_aligned.jpg"
+            rows.append((archive.read(member), int(label) - 1, "rafdb"))
+    frame = pd.DataFrame(rows, columns=["image", "label", "source"])
+    frame["soft_label"] = list(np.eye(7, dtype=np.float32)[frame["label"]])
+    frame["source_id"] = [f"{s}-{i}" for i, s in enumerate(frame["source"])]
+    splits = {}
+    for name, (start, stop) in {"train": (0, 40), "val": (40, 50), "test": (50, 60)}.items():
+        part = frame[frame.groupby("source").cumcount().between(start, stop - 1)]
+        write_shards([part], root / name, row_group_rows=16)
+        splits[name] = Shards(root / name)
+    return splits["train"], splits["val"], splits["test"]
+
+
+def project_with_splits(root: Path, splits: tuple[Shards, ...]) -> Path:
+    """A scratch copy of the project (``benchmarks/_scratch.py``) whose newest model
+    input is ``splits`` (train, val, test), versioned as data_processing writes them."""
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    try:
+        from _scratch import scratch_project
+    finally:
+        sys.path.remove(str(PROJECT / "benchmarks"))
+    root.mkdir(parents=True)
+    project = scratch_project(root)
+    for split in splits:
+        version = project / MODEL_INPUT / split.folder.name / "2026-01-01T00.00.00.000Z"
+        version.mkdir(parents=True)
+        (version / split.folder.name).symlink_to(split.folder)
+    return project

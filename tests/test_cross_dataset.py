@@ -4,46 +4,12 @@ and the evaluation scores every source, marking which it never trained on."""
 from __future__ import annotations
 
 import json
-import zipfile
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from fer_pipeline.data.schema import CLASSES
-from fer_pipeline.data.shards import Shards, write_shards
 from fer_pipeline.data.versions import MODEL_INPUT
 from fer_pipeline.modelling.config import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def two_source_splits(shared_data, tmp_path_factory) -> tuple[Shards, Shards, Shards]:
-    """Train, val and test shards of real FER+ and RAF-DB faces, both in each split."""
-    from conftest import write_ferplus_subset
-
-    from fer_pipeline.data.images import encode_png
-    from fer_pipeline.datasets import FerPlusRelease
-
-    root = tmp_path_factory.mktemp("two_sources")
-    fer = FerPlusRelease(str(write_ferplus_subset(shared_data, root / "fer", rows=60))).load()
-    rows = [
-        (encode_png(pixels), int(label), "ferplus")
-        for pixels, label in zip(fer.table["pixels"], fer.table["label_orig"])
-    ]
-    lines = (shared_data / "rafdb/basic/EmoLabel/list_patition_label.txt").read_text().split()
-    with zipfile.ZipFile(shared_data / "rafdb/basic/Image/aligned.zip") as archive:
-        for name, label in zip(lines[:120:2], lines[1:120:2]):
-            member = f"aligned/{name.removesuffix('.jpg')}_aligned.jpg"
-            rows.append((archive.read(member), int(label) - 1, "rafdb"))
-    frame = pd.DataFrame(rows, columns=["image", "label", "source"])
-    frame["soft_label"] = list(np.eye(7, dtype=np.float32)[frame["label"]])
-    frame["source_id"] = [f"{s}-{i}" for i, s in enumerate(frame["source"])]
-    splits = {}
-    for name, (start, stop) in {"train": (0, 40), "val": (40, 50), "test": (50, 60)}.items():
-        part = frame[frame.groupby("source").cumcount().between(start, stop - 1)]
-        write_shards([part], root / name, row_group_rows=16)
-        splits[name] = Shards(root / name)
-    return splits["train"], splits["val"], splits["test"]
 
 
 def test_sources_are_checked():
@@ -86,18 +52,12 @@ def test_the_variants_benchmark_trains_each_direction_once(
     cross domain, written as it goes; run again, it trains nothing."""
     import sys
 
-    from conftest import PROJECT
+    from conftest import PROJECT, project_with_splits
 
     monkeypatch.syspath_prepend(str(PROJECT / "benchmarks"))
-    import _scratch
     import cross_dataset
 
-    (tmp_path / "project").mkdir()
-    project = _scratch.scratch_project(tmp_path / "project")
-    for split in two_source_splits:  # as data_processing versions them
-        version = project / MODEL_INPUT / split.folder.name / "2026-01-01T00.00.00.000Z"
-        version.mkdir(parents=True)
-        (version / split.folder.name).symlink_to(split.folder)
+    project = project_with_splits(tmp_path / "project", two_source_splits)
     out = tmp_path / "out"
     argv = [
         "cross_dataset.py", "--env", "quick", "--project", str(project), "--out", str(out),

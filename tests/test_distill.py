@@ -329,3 +329,42 @@ def test_a_missing_teacher_stops_the_node_before_it_reads_an_image(splits, monke
     config = TrainConfig(**STUDENT, teacher="nowhere/model.safetensors")
     with pytest.raises(FileNotFoundError, match="nowhere/model.safetensors: no such file"):
         train_model(*splits, config)
+
+
+def test_the_distillation_benchmark_trains_its_variants_side_by_side(two_source_splits, tmp_path):
+    """benchmarks/distillation.py as a user types it: a student without and one with a
+    saved teacher, trained at once in a process each with one of the two cores, scored
+    per source plain and with TTA, the teacher recorded; run again, nothing trains."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT, project_with_splits
+
+    project = project_with_splits(tmp_path / "project", two_source_splits)
+    teacher = _saved(_bundle(), tmp_path / "teacher.safetensors")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, str(PROJECT / "benchmarks/distillation.py"), "--env", "quick",
+        "--project", str(project), "--out", str(out), "--threads", "2",
+        "--param", "epochs=1", "--param", "image_size=32", "--param", "batch_size=16",
+        "--param", "device=cpu", "--param", "model=vit_tiny_patch16_224",
+        "--param", "model_kwargs={depth: 1, patch_size: 8}",
+        "--evaluation", "device=cpu", "--evaluation", "tta_views=1",
+        "--variant", "plain", "--variant", f"taught:model={DEIT},teacher={teacher}",
+    ]  # fmt: skip
+    first = subprocess.run([*command, "--side-by-side"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = {name: json.loads((out / f"{name}.json").read_text()) for name in ("plain", "taught")}
+    assert runs["plain"]["teacher"] is None and "teacher" not in runs["plain"]["recipe"]
+    assert [t["reference"] for t in runs["taught"]["teacher"]] == [teacher]
+    assert runs["taught"]["recipe"]["model"] == DEIT
+    for run in runs.values():
+        assert run["threads"] == 1 and run["epochs_run"] == 1
+        for kind in ("plain", "tta"):
+            figures = run["test"][kind]
+            assert 0 <= figures["ferplus accuracy"] <= 1 and 0 <= figures["rafdb accuracy"] <= 1
+    assert "| taught | 1 | 1 |" in first.stdout.splitlines()[-1]
+
+    again = subprocess.run(command, capture_output=True, text=True)  # in one process
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training with" not in again.stdout and "| plain | 1 | 1 |" in again.stdout
