@@ -121,28 +121,45 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", default="cpu", help="Kedro environment of the recipe")
+def recipe_arguments(parser: argparse.ArgumentParser, env: str, out: str) -> None:
+    """The flags of a benchmark that trains a recipe on the project's splits."""
+    parser.add_argument("--env", default=env, help="Kedro environment of the recipe")
     parser.add_argument(
         "--param", type=parse_assignment, action="append", default=[],
         help="training key=value for every run (e.g. epochs=4)",
     )  # fmt: skip
     parser.add_argument(
+        "--evaluation", type=parse_assignment, action="append", default=[],
+        help="evaluation key=value (e.g. tta_views=16); default: the environment's",
+    )  # fmt: skip
+    parser.add_argument("--project", type=Path, default=PROJECT, help="whose splits and conf")
+    parser.add_argument("--out", type=Path, default=Path(out))
+
+
+def recipe_inputs(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Shards], dict[str, str]]:
+    """The recipe of ``--env`` changed by each ``--param``, the evaluation settings, and
+    the project's newest splits with their versions."""
+    parameters = project_config(args.project, args.env)["parameters"]
+    recipe = {**(parameters.get("training") or {}), **dict(args.param)}
+    evaluation = {**(parameters.get("evaluation") or {}), **dict(args.evaluation)}
+    versions = {name: latest_split(args.project, name) for name in SPLITS}
+    splits = {name: Shards(path) for name, path in versions.items()}
+    return recipe, evaluation, splits, {name: path.parent.name for name, path in versions.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    recipe_arguments(parser, env="cpu", out="data/cross_dataset")
+    parser.add_argument(
         "--variant", type=parse_variant, action="append",
         help=f"NAME of {sorted(VARIANTS)}, or NAME:key=value,...; default: all of them",
     )  # fmt: skip
     parser.add_argument("--sources", nargs="+", default=["ferplus", "rafdb"], choices=SOURCES)
-    parser.add_argument("--project", type=Path, default=PROJECT, help="whose splits and conf")
-    parser.add_argument("--out", type=Path, default=Path("data/cross_dataset"))
     args = parser.parse_args()
 
-    parameters = project_config(args.project, args.env)["parameters"]
-    recipe = {**(parameters.get("training") or {}), **dict(args.param)}
-    evaluation = dict(parameters.get("evaluation") or {})
-    versions = {name: latest_split(args.project, name) for name in SPLITS}
-    splits = {name: Shards(path) for name, path in versions.items()}
-    split_versions = {name: path.parent.name for name, path in versions.items()}
+    recipe, evaluation, splits, split_versions = recipe_inputs(args)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name, changes in args.variant or list(VARIANTS.items()):

@@ -26,17 +26,13 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from _scratch import PROJECT
-from cross_dataset import parse_assignment, save
+from cross_dataset import parse_assignment, recipe_arguments, recipe_inputs, save
 
-from fer_pipeline.config.loader import project_config
 from fer_pipeline.data.schema import SPLITS
 from fer_pipeline.data.shards import Shards
-from fer_pipeline.data.versions import latest_split
 from fer_pipeline.modelling.config import TrainConfig
 from fer_pipeline.modelling.engine import fit_shards
 from fer_pipeline.pipelines.evaluation.nodes import evaluate_model
@@ -105,23 +101,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", default="vit", help="Kedro environment of the recipe")
-    parser.add_argument(
-        "--param", type=parse_assignment, action="append", default=[],
-        help="training key=value for every variant (e.g. epochs=6)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--evaluation", type=parse_assignment, action="append", default=[],
-        help="evaluation key=value (e.g. tta_views=16); default: the environment's",
-    )  # fmt: skip
+    recipe_arguments(parser, env="vit", out="data/distillation")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True)
     parser.add_argument(
         "--side-by-side", action="store_true",
         help="train the variants at once, each with an equal share of the cores",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="cores in all")
-    parser.add_argument("--project", type=Path, default=PROJECT, help="whose splits and conf")
-    parser.add_argument("--out", type=Path, default=Path("data/distillation"))
     args = parser.parse_args()
 
     if args.side_by_side and len(args.variant) > 1:
@@ -140,12 +126,7 @@ def main() -> None:
             sys.exit("a variant failed: see its output above")
     else:
         torch.set_num_threads(args.threads)
-        parameters = project_config(args.project, args.env)["parameters"]
-        recipe = {**(parameters.get("training") or {}), **dict(args.param)}
-        evaluation = {**(parameters.get("evaluation") or {}), **dict(args.evaluation)}
-        versions = {name: latest_split(args.project, name) for name in SPLITS}
-        splits = {name: Shards(path) for name, path in versions.items()}
-        split_versions = {name: path.parent.name for name, path in versions.items()}
+        recipe, evaluation, splits, split_versions = recipe_inputs(args)
         for name, changes in args.variant:
             path = args.out / f"{name}.json"
             run_recipe = {**recipe, **changes}
