@@ -838,9 +838,10 @@ def test_the_settings_tables_in_the_docs_are_the_class():
     from fer_pipeline.serving.settings import env_name
 
     assert stale_pages(PROJECT / "docs") == [], "run python -m fer_pipeline.docs_tables"
-    assert "| `min_face` | 48 | the smallest face side, in pixels |" in (
-        PROJECT / "docs/python-api.md"
-    ).read_text()
+    assert (
+        "| `min_face` | 48 | the smallest face side, in pixels |"
+        in (PROJECT / "docs/python-api.md").read_text()
+    )
     page = (PROJECT / "docs/batch-inference.md").read_text()
     edited = page.replace("| `min_face` | 48 |", "| `min_face` | 24 |")
     assert edited != page
