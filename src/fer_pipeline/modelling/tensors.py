@@ -82,7 +82,10 @@ def encoded_gb(shards: Shards, share: float) -> float:
     total = 0
     for file in shards.files:
         metadata = pq.ParquetFile(file).metadata
-        column = metadata.schema.names.index("image")
+        first = metadata.row_group(0)
+        column = next(
+            i for i in range(first.num_columns) if first.column(i).path_in_schema == "image"
+        )
         for group in range(metadata.num_row_groups):
             total += metadata.row_group(group).column(column).total_compressed_size
     return total * share / 1e9
