@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,26 @@ COLLAPSING = ("anger", "disgust", "fear")
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``key=value``, the value read as YAML (``scale=[0.8,1.2]``, ``soft_targets=false``)."""
+    """``key=value``, the value read as JSON, else as YAML (``scale=[0.8,1.2]``,
+    ``soft_targets=false``, ``model_kwargs={patch_size: 8}``; JSON first, so that
+    ``5e-05`` is a number, which YAML 1.1 reads as a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        pass
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not YAML: {exc}") from exc
+
+
+def parse_assignments(text: str) -> dict[str, Any]:
+    """``key=value,key=value``: split at each comma that a ``key=`` follows, so that a
+    value may hold commas (``scale=[0.75,1.25]``)."""
+    return dict(parse_assignment(a) for a in re.split(r",(?=\s*[\w.]+=)", text) if a)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -69,7 +85,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
                 f"unknown variant {name!r}: one of {sorted(VARIANTS)}, or NAME:key=value,..."
             )
         return name, VARIANTS[name]
-    return name, dict(parse_assignment(a) for a in assignments.split(","))
+    return name, parse_assignments(assignments)
 
 
 def train_and_score(

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import torch
-from cross_dataset import parse_assignment, recipe_arguments, recipe_inputs, save
+from cross_dataset import parse_assignments, recipe_arguments, recipe_inputs, save
 
 from fer_pipeline.data.schema import SPLITS
 from fer_pipeline.data.shards import Shards
@@ -43,7 +43,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     name, _, assignments = text.partition(":")
     if not re.fullmatch(r"[\w.-]+", name):
         raise argparse.ArgumentTypeError(f"a variant's name is letters, digits, - . _: {name!r}")
-    return name, dict(parse_assignment(a) for a in assignments.split(",") if a)
+    return name, parse_assignments(assignments)
 
 
 def train_and_score(
@@ -122,7 +122,7 @@ def main() -> None:
             command = [__file__, *common, *own, "--threads", str(share), "--variant", name]
             threads = {**os.environ, "OMP_NUM_THREADS": str(share)}
             children.append(subprocess.Popen([sys.executable, *command], env=threads))
-        if any(child.wait() for child in children):
+        if any([child.wait() for child in children]):  # each to its end
             sys.exit("a variant failed: see its output above")
     else:
         torch.set_num_threads(args.threads)

@@ -32,16 +32,19 @@ def measure(form: str, size: int, batch: int) -> dict[str, float]:
     from fer_pipeline.data.versions import latest_split
     from fer_pipeline.modelling.distributed import Ranks
     from fer_pipeline.modelling.engine import training_images
-    from fer_pipeline.modelling.tensors import StreamedImages, encoded_gb
+    from fer_pipeline.modelling.tensors import EncodedImages, StreamedImages, encoded_gb
 
     train = Shards(latest_split(PROJECT, "train"))
     rows = train.read(["label"], positions=True)
-    encoded = encoded_gb(train, 1.0)
+    encoded = encoded_gb(train, rows)
     budget = {"decoded": 1e3, "encoded": encoded * 1.01, "streamed": encoded / 10}[form]  # GB
     before = psutil.Process().memory_info().rss
     started = time.perf_counter()
     images = training_images(train, rows, size, budget, Ranks())
     setup = time.perf_counter() - started
+    kind = {"decoded": torch.Tensor, "encoded": EncodedImages, "streamed": StreamedImages}[form]
+    if not isinstance(images, kind):  # e.g. encoded no smaller than decoded at a tiny --size
+        raise SystemExit(f"{form}: training_images gave {type(images).__name__} at {size} px")
     held = psutil.Process().memory_info().rss - before
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
     if isinstance(images, StreamedImages):

@@ -97,3 +97,22 @@ def test_the_variants_benchmark_trains_each_direction_once(
     monkeypatch.setattr(sys, "argv", [*argv[:-2]])  # baseline alone
     cross_dataset.main()
     assert trained == ["ferplus", "rafdb"]
+
+
+def test_a_variants_values_may_hold_commas_and_exponents(monkeypatch):
+    """``NAME:key=value,...`` splits only where a key follows; numbers stay numbers."""
+    import argparse
+
+    from conftest import PROJECT
+
+    monkeypatch.syspath_prepend(str(PROJECT / "benchmarks"))
+    from cross_dataset import parse_assignments, parse_variant
+
+    text = "scale=[0.75,1.25],lr=5e-05,model_kwargs={patch_size: 8, depth: 1},precision=bf16"
+    assert parse_assignments(text) == {
+        "scale": [0.75, 1.25], "lr": 5e-05, "model_kwargs": {"patch_size": 8, "depth": 1},
+        "precision": "bf16",
+    }  # fmt: skip
+    assert parse_variant("wide:scale=[0.7,1.3]") == ("wide", {"scale": [0.7, 1.3]})
+    with pytest.raises(argparse.ArgumentTypeError, match="not YAML"):
+        parse_assignments("scale=[0.7,")

@@ -38,7 +38,8 @@ RUN_FIELDS = frozenset(
         "compile",
         "data_on_device",
         "eval_batch_size",  # validation only; the figures are sums over all images
-        "decoded_memory_gb",  # decoded once or per batch: the same pixels
+        "decoded_memory_gb",  # decoded or encoded: the same batches; streamed: the same
+        # images each epoch, other images in a batch (a resumed run may switch form)
         "checkpoint_dir",
         "nproc_per_node",  # their product, the world size, is in the key (TrainConfig.recipe)
         "nnodes",

@@ -221,9 +221,13 @@ def seed_epoch(
     seed = epoch_seed(config, epoch)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # timm's Mixup draws from NumPy
-    rank_seed = seed * ranks.world_size + ranks.rank
-    random.seed(rank_seed)  # timm's RandomErasing draws from Python's random
-    return torch.Generator(device=device).manual_seed(rank_seed)
+    random.seed(rank_seed(config, epoch, ranks))  # timm's RandomErasing draws from it
+    return torch.Generator(device=device).manual_seed(rank_seed(config, epoch, ranks))
+
+
+def rank_seed(config: TrainConfig, epoch: int, ranks: Ranks) -> int:
+    """The seed of ``epoch`` in this rank: (seed, epoch) on one process."""
+    return epoch_seed(config, epoch) * ranks.world_size + ranks.rank
 
 
 def _loss(
@@ -278,8 +282,9 @@ def train_one_epoch(
         order = torch.multinomial(sample_weight, n, replacement=True, generator=generator)
     else:
         order = torch.randperm(n, generator=generator, device=device)
-    if isinstance(images, StreamedImages):
-        order = images.localise(order, generator)
+    if isinstance(images, StreamedImages):  # its own generator: the augmentations stay
+        grouping = torch.Generator(device=device).manual_seed(rank_seed(config, epoch, ranks))
+        order = images.localise(order, grouping)
     hard = targets if targets.ndim == 1 else targets.argmax(1)
     tau = config.distillation_tau if trainer.distillation == "soft" else 1.0
     model.train()
@@ -628,15 +633,17 @@ def training_images(
     train: Shards, rows: pd.DataFrame, size: int, budget_gb: float | None, ranks: Ranks
 ) -> torch.Tensor | EncodedImages | StreamedImages:
     """The images of ``rows`` (this rank's share of ``train``) in the form that fits
-    ``budget_gb`` (``training.decoded_memory_gb``; default: half the free memory):
+    ``budget_gb`` (``training.decoded_memory_gb``; default: half the free memory, shared
+    by the ranks on this machine):
     decoded once at ``size`` when that fits; else kept encoded, decoded a batch at a
     time (about a tenth of the memory); else left in the shards, read and decoded a
     batch at a time (``StreamedImages``: a few row groups in memory)."""
     decoded = len(rows) * 3 * size**2 / 1e9
-    budget = budget_gb or psutil.virtual_memory().available / 2e9
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # ranks sharing this memory
+    budget = budget_gb or psutil.virtual_memory().available / 2e9 / local_ranks
     if decoded <= budget:
         return shards_to_tensor(train, rows, size, desc="decode train")
-    encoded = encoded_gb(train, len(rows) / len(train))
+    encoded = encoded_gb(train, rows)
     form = "kept encoded" if encoded <= budget else "streamed from the shards"
     logger.warning(
         "rank %d: its %d training images would take %.1f GB decoded at %d px (%.2f GB "

@@ -76,19 +76,36 @@ def shards_to_encoded(shards: Shards, positions: pd.DataFrame, size: int) -> Enc
     return EncodedImages(images, size)
 
 
-def encoded_gb(shards: Shards, share: float) -> float:
-    """What ``share`` (0-1) of the images of ``shards`` takes encoded, in GB, from the
-    Parquet metadata (the image column's compressed size), without reading an image."""
-    total = 0
-    for file in shards.files:
-        metadata = pq.ParquetFile(file).metadata
-        first = metadata.row_group(0)
+def row_groups(shards: Shards, positions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The row group of each row at ``positions`` in its shard, and its row there."""
+    shard, row = (positions[column].to_numpy() for column in POSITION_COLUMNS)
+    group, row_in_group = np.empty_like(row), np.empty_like(row)
+    for index in np.unique(shard):
+        metadata = pq.ParquetFile(shards.files[index]).metadata
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        here = shard == index
+        group[here] = np.searchsorted(starts, row[here], side="right") - 1
+        row_in_group[here] = row[here] - starts[group[here]]
+    return group, row_in_group
+
+
+def encoded_gb(shards: Shards, positions: pd.DataFrame) -> float:
+    """What the images at ``positions`` of ``shards`` take encoded, in GB, from the
+    Parquet metadata (each row group's compressed ``image`` column, shared out over its
+    rows), without reading an image."""
+    shard = positions[POSITION_COLUMNS[0]].to_numpy()
+    group, _ = row_groups(shards, positions)
+    keys, counts = np.unique(np.stack([shard, group], 1), axis=0, return_counts=True)
+    total = 0.0
+    for (index, number), count in zip(keys, counts):
+        metadata = pq.ParquetFile(shards.files[int(index)]).metadata.row_group(int(number))
         column = next(
-            i for i in range(first.num_columns) if first.column(i).path_in_schema == "image"
-        )
-        for group in range(metadata.num_row_groups):
-            total += metadata.row_group(group).column(column).total_compressed_size
-    return total * share / 1e9
+            metadata.column(i) for i in range(metadata.num_columns)
+            if metadata.column(i).path_in_schema == "image"
+        )  # fmt: skip
+        total += column.total_compressed_size * count / metadata.num_rows
+    return total / 1e9
 
 
 class StreamedImages:
@@ -102,17 +119,8 @@ class StreamedImages:
 
     def __init__(self, shards: Shards, positions: pd.DataFrame, size: int, window: int = 8):
         self.shards, self.size, self.window = shards, size, window
-        starts = []  # per shard: the first row of each row group
-        for file in shards.files:
-            metadata = pq.ParquetFile(file).metadata
-            sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-            starts.append(np.concatenate([[0], np.cumsum(sizes)[:-1]]))
-        shard, row = (positions[column].to_numpy() for column in POSITION_COLUMNS)
-        group, self.row_in_group = np.empty_like(row), np.empty_like(row)
-        for index in np.unique(shard):
-            here = shard == index
-            group[here] = np.searchsorted(starts[index], row[here], side="right") - 1
-            self.row_in_group[here] = row[here] - starts[index][group[here]]
+        shard = positions[POSITION_COLUMNS[0]].to_numpy()
+        group, self.row_in_group = row_groups(shards, positions)
         keys, block = np.unique(np.stack([shard, group], 1), axis=0, return_inverse=True)
         self.block = block.reshape(-1)
         self.keys = [(int(s), int(g)) for s, g in keys]  # block -> (shard, row group)
