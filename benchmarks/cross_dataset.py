@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -156,7 +157,10 @@ def recipe_inputs(
     args: argparse.Namespace,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Shards], dict[str, str]]:
     """The recipe of ``--env`` changed by each ``--param``, the evaluation settings, and
-    the project's newest splits with their versions."""
+    the project's newest splits with their versions; the engine's log (a line per
+    epoch) goes to stderr."""
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("fer_pipeline").setLevel(logging.INFO)
     parameters = project_config(args.project, args.env)["parameters"]
     recipe = {**(parameters.get("training") or {}), **dict(args.param)}
     evaluation = {**(parameters.get("evaluation") or {}), **dict(args.evaluation)}
