@@ -61,6 +61,23 @@ class Shards:
             for group in range(reader.num_row_groups):
                 yield reader.read_row_group(group, columns=columns).to_pandas()
 
+    def row_group_starts(self, shard: int) -> np.ndarray:
+        """The first row of each row group of shard ``shard``."""
+        metadata = pq.ParquetFile(self.files[shard]).metadata
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+    def locate(self, positions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The row group of each row at ``positions`` (``POSITION_COLUMNS``) in its
+        shard, and its row within that group."""
+        shard, row = (positions[column].to_numpy() for column in POSITION_COLUMNS)
+        group, row_in_group = np.empty_like(row), np.empty_like(row)
+        for index in np.unique(shard):
+            starts, here = self.row_group_starts(int(index)), shard == index
+            group[here] = np.searchsorted(starts, row[here], side="right") - 1
+            row_in_group[here] = row[here] - starts[group[here]]
+        return group, row_in_group
+
     def take(
         self, positions: pd.DataFrame, columns: Sequence[str] | None = None
     ) -> Iterator[pd.DataFrame]:
@@ -69,24 +86,17 @@ class Shards:
         shards, rows = (positions[column].to_numpy() for column in POSITION_COLUMNS)
         if np.any(np.diff(shards * np.int64(2**32) + rows) < 0):
             raise ValueError("positions must be sorted by shard and row")
+        group_of, row_in_group = self.locate(positions)
         bounds = np.flatnonzero(np.diff(shards)) + 1
-        for wanted_rows in np.split(np.arange(len(shards)), bounds):
-            if not len(wanted_rows):
+        for wanted in np.split(np.arange(len(shards)), bounds):
+            if not len(wanted):
                 continue
-            shard = int(shards[wanted_rows[0]])
-            wanted = rows[wanted_rows]
-            reader = pq.ParquetFile(self.files[shard])
-            sizes = np.array(
-                [reader.metadata.row_group(g).num_rows for g in range(reader.num_row_groups)]
-            )
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-            group_of = np.searchsorted(starts, wanted, side="right") - 1
-            groups = np.unique(group_of)
+            groups, local = np.unique(group_of[wanted], return_inverse=True)
+            reader = pq.ParquetFile(self.files[int(shards[wanted[0]])])
             table = reader.read_row_groups(list(groups), columns=columns)
-            read_at = np.zeros(len(sizes), dtype=np.int64)  # where each group starts in table
-            read_at[groups] = np.concatenate([[0], np.cumsum(sizes[groups])[:-1]])
-            local = read_at[group_of] + wanted - starts[group_of]
-            yield table.take(pa.array(local)).to_pandas()
+            sizes = np.array([reader.metadata.row_group(int(g)).num_rows for g in groups])
+            read_at = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # each group in table
+            yield table.take(pa.array(read_at[local] + row_in_group[wanted])).to_pandas()
 
 
 def write_shards(

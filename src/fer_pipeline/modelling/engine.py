@@ -221,8 +221,9 @@ def seed_epoch(
     seed = epoch_seed(config, epoch)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # timm's Mixup draws from NumPy
-    random.seed(rank_seed(config, epoch, ranks))  # timm's RandomErasing draws from it
-    return torch.Generator(device=device).manual_seed(rank_seed(config, epoch, ranks))
+    seed = rank_seed(config, epoch, ranks)
+    random.seed(seed)  # timm's RandomErasing draws from it
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def rank_seed(config: TrainConfig, epoch: int, ranks: Ranks) -> int:

@@ -76,35 +76,21 @@ def shards_to_encoded(shards: Shards, positions: pd.DataFrame, size: int) -> Enc
     return EncodedImages(images, size)
 
 
-def row_groups(shards: Shards, positions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The row group of each row at ``positions`` in its shard, and its row there."""
-    shard, row = (positions[column].to_numpy() for column in POSITION_COLUMNS)
-    group, row_in_group = np.empty_like(row), np.empty_like(row)
-    for index in np.unique(shard):
-        metadata = pq.ParquetFile(shards.files[index]).metadata
-        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        here = shard == index
-        group[here] = np.searchsorted(starts, row[here], side="right") - 1
-        row_in_group[here] = row[here] - starts[group[here]]
-    return group, row_in_group
-
-
 def encoded_gb(shards: Shards, positions: pd.DataFrame) -> float:
     """What the images at ``positions`` of ``shards`` take encoded, in GB, from the
     Parquet metadata (each row group's compressed ``image`` column, shared out over its
     rows), without reading an image."""
     shard = positions[POSITION_COLUMNS[0]].to_numpy()
-    group, _ = row_groups(shards, positions)
+    group, _ = shards.locate(positions)
     keys, counts = np.unique(np.stack([shard, group], 1), axis=0, return_counts=True)
     total = 0.0
-    for (index, number), count in zip(keys, counts):
-        metadata = pq.ParquetFile(shards.files[int(index)]).metadata.row_group(int(number))
-        column = next(
-            metadata.column(i) for i in range(metadata.num_columns)
-            if metadata.column(i).path_in_schema == "image"
-        )  # fmt: skip
-        total += column.total_compressed_size * count / metadata.num_rows
+    for index in np.unique(keys[:, 0]):
+        metadata = pq.ParquetFile(shards.files[int(index)]).metadata
+        paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        image = paths.index("image")
+        for number, count in zip(keys[keys[:, 0] == index, 1], counts[keys[:, 0] == index]):
+            rows = metadata.row_group(int(number))
+            total += rows.column(image).total_compressed_size * count / rows.num_rows
     return total / 1e9
 
 
@@ -120,7 +106,7 @@ class StreamedImages:
     def __init__(self, shards: Shards, positions: pd.DataFrame, size: int, window: int = 8):
         self.shards, self.size, self.window = shards, size, window
         shard = positions[POSITION_COLUMNS[0]].to_numpy()
-        group, self.row_in_group = row_groups(shards, positions)
+        group, self.row_in_group = shards.locate(positions)
         keys, block = np.unique(np.stack([shard, group], 1), axis=0, return_inverse=True)
         self.block = block.reshape(-1)
         self.keys = [(int(s), int(g)) for s, g in keys]  # block -> (shard, row group)
@@ -157,10 +143,7 @@ class StreamedImages:
         batch come from the same ``window`` row groups)."""
         device = order.device
         blocks = torch.from_numpy(self.block).to(device)[order]
-        position = torch.empty(len(self.keys), dtype=torch.long, device=device)
-        position[torch.randperm(len(self.keys), generator=generator, device=device)] = torch.arange(
-            len(self.keys), device=device
-        )
-        window = torch.div(position[blocks], self.window, rounding_mode="floor")
+        rank = torch.randperm(len(self.keys), generator=generator, device=device).argsort()
+        window = torch.div(rank[blocks], self.window, rounding_mode="floor")  # each group's
         noise = torch.rand(len(order), generator=generator, device=device, dtype=torch.float64)
         return order[torch.argsort(window.double() + noise)]
